@@ -1,0 +1,208 @@
+"""Offline Altair charts for the notebooks and the built book.
+
+Altair's default HTML output loads vega, vega-lite and vega-embed from a CDN,
+which neither an offline reader nor the browser test can reach. Call
+:func:`enable` once at the top of a notebook; every chart displayed afterwards
+carries two representations:
+
+* ``application/vnd.vegalite.v5+json``: the spec, which JupyterLab renders
+  natively (JupyterLab 4 registers the v5 type; vega-embed only warns that the
+  spec says Vega-Lite 6);
+* ``text/html``: ``<div id=...></div><script>vegaEmbed(...)</script>`` that
+  loads nothing from the network. The book serves vega, vega-lite and
+  vega-embed once per page from ``_static/`` (see :func:`write_js_bundle`,
+  called by the Sphinx extension in :mod:`fairens_core.book`).
+
+Div ids are a per-notebook counter plus a hash of the spec, so re-executing a
+notebook gives byte-identical outputs.
+
+The helpers :func:`line_with_band` and :func:`slider` cover what the chapters
+draw most: mean ± spread curves against ensemble size, and a parameter to
+scrub through one dimension of the results.
+
+Interactivity in the built book should come from Altair parameters
+(:func:`slider`), which run in the page. ipywidgets need a live kernel; show
+them with :func:`live_widget` so the book says so instead of a dead control.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import altair as alt
+
+RENDERER = "fairens"
+MIME_VEGALITE = "application/vnd.vegalite.v5+json"
+JS_FILE = "fairens-vega.js"
+EMBED_OPTIONS = {
+    "renderer": "svg",
+    # Export buttons only: "open in editor" and friends would need the network.
+    "actions": {"export": True, "source": False, "compiled": False, "editor": False},
+}
+
+_ids = itertools.count(1)
+
+
+def enable() -> None:
+    """Register and activate the offline renderer; call once per notebook.
+
+    Also restarts the div-id counter, so re-running a whole notebook in
+    JupyterLab reproduces the ids that papermill wrote.
+    """
+    global _ids
+    _ids = itertools.count(1)
+    alt.renderers.register(RENDERER, render)
+    alt.renderers.enable(RENDERER)
+
+
+def render(spec: dict, **metadata) -> dict:
+    """Altair renderer: spec → MIME bundle (vega-lite JSON + offline HTML)."""
+    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    div_id = f"fairens-chart-{next(_ids)}-{digest}"
+    return {
+        MIME_VEGALITE: spec,
+        "text/html": chart_html(spec, div_id),
+        "text/plain": f"<fairens chart {div_id}: open in JupyterLab or the fairens book>",
+    }
+
+
+def chart_html(spec: dict, div_id: str) -> str:
+    """HTML snippet embedding ``spec`` with the page's ``vegaEmbed``.
+
+    It waits for the document to be parsed (the bundle is a deferred script)
+    and says what is missing if ``vegaEmbed`` is not on the page at all.
+    """
+    # "</" inside a <script> would end it early.
+    spec_js = json.dumps(spec, sort_keys=True).replace("</", "<\\/")
+    opts_js = json.dumps(EMBED_OPTIONS, sort_keys=True)
+    return f"""<div id="{div_id}" class="fairens-chart"></div>
+<script type="text/javascript">
+(function () {{
+  var el = document.getElementById("{div_id}");
+  var spec = {spec_js};
+  function draw() {{
+    if (typeof window.vegaEmbed !== "function") {{
+      el.innerHTML = "<em>Interactive chart: open this notebook in JupyterLab or read it in the fairens book.</em>";
+      return;
+    }}
+    window.vegaEmbed(el, spec, {opts_js}).catch(function (err) {{
+      el.textContent = "Chart failed to render: " + err;
+      console.error(err);
+    }});
+  }}
+  if (document.readyState === "loading") {{
+    document.addEventListener("DOMContentLoaded", draw);
+  }} else {{
+    draw();
+  }}
+}})();
+</script>"""
+
+
+def _vegalite_version() -> Optional[str]:
+    """The bundled Vega-Lite matching Altair's schema (e.g. "6.4"), if any."""
+    import vl_convert as vlc
+
+    wanted = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+    return wanted if wanted in vlc.get_vegalite_versions() else None
+
+
+def js_bundle() -> str:
+    """vega + vega-lite + vega-embed as one classic script (from vl-convert).
+
+    vl-convert's bundle assigns ``window.vegaEmbed``, ``window.vega`` and
+    ``window.vegaLite``; its top-level ``const`` declarations would otherwise
+    share the page's global scope with every other script, hence the IIFE.
+    """
+    import vl_convert as vlc
+
+    return f"/* {_bundle_stamp()} */\n(function () {{\n{vlc.javascript_bundle(vl_version=_vegalite_version())}\n}})();\n"
+
+
+def _bundle_stamp() -> str:
+    import vl_convert as vlc
+
+    return (f"fairens offline vega bundle: vega {vlc.get_vega_version()}, "
+            f"vega-lite {_vegalite_version() or 'latest'}, vega-embed {vlc.get_vega_embed_version()}")
+
+
+def write_js_bundle(static_dir) -> Path:
+    """Write :data:`JS_FILE` into ``static_dir`` unless an identical version is there.
+
+    About 0.9 MB; generating it takes a few seconds, so it is cached on the
+    version stamp in its first line.
+    """
+    path = Path(static_dir) / JS_FILE
+    stamp = f"/* {_bundle_stamp()} */"
+    if path.exists():
+        with path.open(encoding="utf-8") as f:
+            if f.readline().rstrip("\n") == stamp:
+                return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(js_bundle(), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def line_with_band(df, x: str, y: str, lo: str, hi: str, color: Optional[str] = None,
+                   *, title: str = "", x_title: Optional[str] = None,
+                   y_title: Optional[str] = None) -> alt.LayerChart:
+    """Mean curve with a shaded spread band, e.g. accuracy ± std vs ensemble size.
+
+    Args:
+        df: Long-format data frame, one row per (x, color) point.
+        x, y: Columns (Altair shorthand allowed, e.g. ``"members:Q"``).
+        lo, hi: Columns giving the lower and upper edge of the band.
+        color: Optional column separating curves (e.g. ``"group"``).
+    """
+    enc = {"x": alt.X(x, title=x_title)}
+    if color:
+        enc["color"] = alt.Color(color)
+    base = alt.Chart(df, title=title).encode(**enc)
+    band = base.mark_area(opacity=0.2).encode(
+        y=alt.Y(lo, title=y_title or _field(y)), y2=alt.Y2(hi))
+    tooltip = [x, y, lo, hi] + ([color] if color else [])
+    line = base.mark_line(point=True).encode(y=alt.Y(y), tooltip=tooltip)
+    return alt.layer(band, line)
+
+
+def slider(name: str, values: Sequence, value=None, label: Optional[str] = None) -> alt.Parameter:
+    """A chart parameter bound to a slider over ``values`` (a dropdown if unevenly spaced).
+
+    Use it with ``chart.add_params(p).transform_filter(alt.datum.members == p)``.
+    It runs in the page, so it works in the built book without a kernel.
+    """
+    vals = sorted(set(values))
+    value = vals[0] if value is None else value
+    label = label or name
+    steps = {b - a for a, b in zip(vals, vals[1:])}
+    if len(vals) > 1 and len(steps) == 1:
+        bind = alt.binding_range(min=vals[0], max=vals[-1], step=steps.pop(), name=label + " ")
+    else:
+        bind = alt.binding_select(options=vals, name=label + " ")
+    return alt.param(name=name, value=value, bind=bind)
+
+
+def live_widget(widget, note: str = "This control needs a live Python kernel: "
+                "open the notebook in JupyterLab to use it.") -> None:
+    """Display an ipywidget in JupyterLab, and ``note`` in the static book.
+
+    The output carries the widget view plus a ``text/html`` note; the book is
+    configured (``nb_mime_priority_overrides`` in ``_config.yml``) to drop the
+    widget view, whose callbacks could not run there anyway.
+    """
+    from IPython.display import display
+
+    bundle = dict(widget._repr_mimebundle_())
+    bundle["text/html"] = f'<p class="fairens-needs-kernel"><em>{note}</em></p>'
+    display(bundle, raw=True)
+
+
+def _field(shorthand: str) -> str:
+    return shorthand.split(":")[0]

@@ -1,0 +1,203 @@
+"""`TrainConfig`: everything that determines an ensemble run, as one plain dataclass.
+
+A record is keyed by a hash of this config (minus fields that only say *where* or *how fast*
+it runs), so the same config gives the same record and re-running trains nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from .randomness import parse_vary
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "multistep", "cosine", "triangular")
+AUGMENTATIONS = ("crop", "flip", "cutout", "shift")
+COMBINE = ("prob", "score")
+REINIT_FROM = ("input", "output")
+PRECISIONS = ("fp32", "bf16")
+EXECUTIONS = ("vectorized", "loop")
+
+# Fields that do not change the result (where or how fast it runs) stay out of the cache key.
+NOT_IN_KEY = ("device", "execution", "max_group", "data_root", "progress")
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "mnist1d"
+    dataset_options: dict = field(default_factory=dict)  # passed to load_dataset, e.g. n_samples
+    data_root: str | None = None  # None: $FAIRENS_DATA
+    # model
+    model: str = "cnn1d"
+    width: float = 1
+    dropout: float = 0.0
+    # ensemble and randomness (paper 000 §4.2)
+    members: int = 5
+    seed: int = 0
+    vary: str = "all"  # which sources differ between members, see randomness.VARY_PRESETS
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    milestones: tuple = (0.5, 0.75)  # multistep: fractions of training where lr *= gamma
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    augment: tuple = ()  # subset of AUGMENTATIONS
+    # objective (paper 001): L_beta = (1 - beta) * mean member loss + beta * ensemble loss
+    beta: float = 0.0
+    combine: str = "prob"  # ensemble of probabilities or of scores (logits)
+    learner_dropout: float = 0.0  # drop members from the ensemble term during training
+    allow_unbounded_beta: bool = False  # beta > 1 is unbounded below (Thm 5.1)
+    # coupling (paper 002): one parent for spawn_step steps, then `members` children
+    spawn_step: int | None = None
+    spawn_reset: bool = False  # coupled-to-t-reset: fresh optimizer and schedule at the fork
+    reinit_fraction: float = 0.0  # share of parameters re-initialised at the fork
+    reinit_from: str = "input"
+    # what the record keeps
+    track_predictions: int = 0  # per-epoch test probabilities of the first n examples (-1: all)
+    snapshot_weights: bool = False  # per-epoch flattened weights of every member
+    save_weights: bool = True  # final weights (to rebuild the members later)
+    # execution (not part of the cache key)
+    device: str = "auto"
+    precision: str = "fp32"
+    execution: str = "vectorized"
+    max_group: int | None = None  # members per vectorized group (memory); None: all at once
+    progress: bool = True
+
+    def __post_init__(self):
+        self.milestones = tuple(self.milestones)
+        self.augment = tuple(self.augment)
+        self.dataset_options = dict(self.dataset_options)
+
+    # ------------------------------------------------------------------ identity
+    def key_fields(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k not in NOT_IN_KEY}
+
+    def key(self) -> str:
+        """Hash of every field that changes the result: the record's name in the cache."""
+        from .records import FORMAT_VERSION
+
+        blob = json.dumps({"format": FORMAT_VERSION, **self.key_fields()}, sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**d)
+
+    # ------------------------------------------------------------------ validation
+    @property
+    def vary_sources(self) -> tuple[str, ...]:
+        return parse_vary(self.vary)
+
+    @property
+    def is_joint(self) -> bool:
+        """True when the objective couples members (anything but independent training)."""
+        return self.beta != 0
+
+    def validate(self) -> "TrainConfig":
+        """Check every field; raise ValueError naming the field and what is allowed."""
+        from .data import DATASETS
+        from .models import MODELS
+
+        def allowed(name, value, options):
+            if value not in options:
+                raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(options)}")
+
+        def positive(name, value, integer=True):
+            ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
+            if not ok or value <= 0:
+                kind = "a positive integer" if integer else "a positive number"
+                raise ValueError(f"{name}={value!r}: must be {kind}")
+
+        def fraction(name, value, upper_open=False):
+            if not isinstance(value, (int, float)) or not (0 <= value < 1 if upper_open else 0 <= value <= 1):
+                interval = "[0, 1)" if upper_open else "[0, 1]"
+                raise ValueError(f"{name}={value!r}: must be in {interval}")
+
+        allowed("dataset", self.dataset, DATASETS)
+        allowed("model", self.model, MODELS)
+        allowed("optimizer", self.optimizer, OPTIMIZERS)
+        allowed("schedule", self.schedule, SCHEDULES)
+        allowed("combine", self.combine, COMBINE)
+        allowed("reinit_from", self.reinit_from, REINIT_FROM)
+        allowed("precision", self.precision, PRECISIONS)
+        allowed("execution", self.execution, EXECUTIONS)
+        for a in self.augment:
+            allowed("augment", a, AUGMENTATIONS)
+        for name in ("members", "epochs", "batch_size"):
+            positive(name, getattr(self, name))
+        positive("width", self.width, integer=False)
+        positive("lr", self.lr, integer=False)
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r}: must be a non-negative integer")
+        for name in ("momentum", "gamma", "reinit_fraction"):
+            fraction(name, getattr(self, name))
+        for name in ("dropout", "learner_dropout", "label_smoothing"):
+            fraction(name, getattr(self, name), upper_open=True)
+        if self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ValueError("weight_decay and warmup_epochs must be >= 0")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be < epochs={self.epochs}")
+        if not all(0 < m < 1 for m in self.milestones):
+            raise ValueError(f"milestones={self.milestones}: fractions of training in (0, 1)")
+        if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
+            raise ValueError(f"device={self.device!r}: use 'auto', 'cpu' or 'cuda[:n]'")
+        if self.max_group is not None:
+            positive("max_group", self.max_group)
+        if not isinstance(self.track_predictions, int) or self.track_predictions < -1:
+            raise ValueError(f"track_predictions={self.track_predictions!r}: an integer >= -1 (-1: all)")
+        sources = self.vary_sources  # raises on an unknown preset
+
+        # objective (paper 001)
+        if not isinstance(self.beta, (int, float)) or self.beta < 0:
+            raise ValueError(f"beta={self.beta!r}: must be >= 0 (0: independent, 1: joint)")
+        if self.beta > 1 and not self.allow_unbounded_beta:
+            raise ValueError(
+                f"beta={self.beta} > 1 makes L_beta unbounded below (paper 001, Thm 5.1); "
+                "set allow_unbounded_beta=True to train it anyway"
+            )
+        if self.is_joint:
+            if "batch_order" in sources or "augmentation" in sources:
+                raise ValueError(
+                    f"beta={self.beta} couples members through the ensemble loss, so all members must "
+                    f"see the same batches: vary={self.vary!r} must not include batch_order or augmentation "
+                    "(use vary='init' or 'none')"
+                )
+            if self.execution == "loop":
+                raise ValueError("execution='loop' trains members one at a time; beta > 0 needs 'vectorized'")
+            if self.max_group is not None and self.max_group < self.members:
+                raise ValueError("beta > 0 needs all members in one group: max_group must be None or >= members")
+        if self.learner_dropout and not self.is_joint:
+            raise ValueError("learner_dropout only acts on the ensemble term: it needs beta > 0")
+
+        # coupling (paper 002)
+        if self.spawn_step is not None:
+            if not isinstance(self.spawn_step, int) or self.spawn_step < 0:
+                raise ValueError(f"spawn_step={self.spawn_step!r}: a non-negative number of steps")
+            if not ({"batch_order", "augmentation"} & set(sources)):
+                raise ValueError(
+                    f"spawn_step is set but vary={self.vary!r} gives children nothing to differ by after the "
+                    "fork: include batch_order or augmentation"
+                )
+            if self.is_joint:
+                raise ValueError("spawn_step with beta > 0 is not supported")
+        elif self.spawn_reset or self.reinit_fraction:
+            raise ValueError("spawn_reset and reinit_fraction need spawn_step (the fork point)")
+        return self

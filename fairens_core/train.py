@@ -1,0 +1,404 @@
+"""Train an ensemble: `train_ensemble(config) -> RunRecord`.
+
+Members are trained in groups. A group is a `StackedEnsemble` whose members run in one
+vmapped computation (execution='vectorized': one group of all members, or chunks of
+`max_group`; execution='loop': groups of one, the reference path). Every random number a
+member sees is a function of (seed, source, member, step) only (see `randomness`), so the
+grouping never changes the result beyond float rounding.
+
+Coupled runs (paper 002) first train one parent for `spawn_step` steps with shared
+randomness, then copy its state (weights, BatchNorm statistics, optimizer state) into every
+child, which continues with its own batch order and augmentation.
+
+The whole dataset lives on the training device; batches are gathered by index and augmented
+there. A checkpoint is written at the end of every epoch, so a killed run resumes at its last
+completed epoch and finishes with the same record as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import randomness as rnd
+from .augment import augment
+from .config import TrainConfig
+from .data import Dataset, load_dataset
+from .ensemble import StackedEnsemble, init_member, reinit_names
+from .models import model_flops
+from .objectives import augmented_loss, member_losses
+from .records import FORMAT_VERSION, RunRecord, timestamp
+
+EVAL_CHUNK = 1000  # test examples per evaluation batch
+
+
+# ---------------------------------------------------------------------------- setup
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+@dataclass
+class DeviceData:
+    """The dataset as float tensors on the training device (images normalised once)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset, device: torch.device) -> "DeviceData":
+        def prep(x):
+            x = x.to(device)
+            if ds.is_image:
+                mean = torch.tensor(ds.mean, device=device).view(1, -1, 1, 1)
+                std = torch.tensor(ds.std, device=device).view(1, -1, 1, 1)
+                return (x.float() / 255 - mean) / std
+            return x.float()
+
+        return cls(prep(ds.x_train), ds.y_train.to(device), prep(ds.x_test), ds.y_test.to(device))
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer in ("sgd", "nesterov"):
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.optimizer == "nesterov")
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at `step` of a schedule lasting `total` steps."""
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "multistep":
+        return cfg.gamma ** sum(step >= m * total for m in cfg.milestones)
+    if cfg.schedule == "triangular":
+        return 1 - progress
+    return 1.0
+
+
+# ---------------------------------------------------------------------------- one phase
+@dataclass
+class Phase:
+    """A stretch of training with one set of seeds: steps [start, stop)."""
+
+    name: str  # "" (plain run), "parent" or "child"
+    start: int
+    stop: int
+    schedule_start: int  # the step at which this phase's LR schedule starts
+    schedule_length: int
+
+
+class History:
+    """Per-evaluation metrics of a group, (G, E) each, plus optional trajectories."""
+
+    KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+    def __init__(self, state: dict | None = None):
+        self.state = state or {"eval_step": [], **{k: [] for k in self.KEYS}, "probs": [], "weights": []}
+
+    def add(self, step, **values):
+        self.state["eval_step"].append(step)
+        for k, v in values.items():
+            self.state[k].append(v.cpu())
+
+    def expand(self, n: int) -> "History":
+        """Parent history repeated for n children."""
+        s = {k: ([v.expand(n, *v.shape[1:]).clone() for v in vals] if k != "eval_step" else list(vals))
+             for k, vals in self.state.items()}
+        return History(s)
+
+    def stacked(self, key):
+        vals = self.state[key]
+        return torch.stack(vals, 1) if vals else None
+
+
+def epoch_order(seeds: list[int], epoch: int, n: int, device) -> torch.Tensor:
+    """(G, n): member i's permutation of the training set in `epoch`, from its batch-order seed."""
+    return torch.stack([torch.randperm(n, generator=rnd.generator(s, "epoch", epoch)) for s in seeds]).to(device)
+
+
+@torch.no_grad()
+def evaluate(ens: StackedEnsemble, x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Logits (G, N, C) of every member on x (N, ...), in eval mode."""
+    was_training = ens.training
+    ens.eval()
+    out = []
+    for chunk in x.split(EVAL_CHUNK):
+        with _autocast(cfg, chunk.device):
+            out.append(ens(chunk.expand(ens.size, *chunk.shape)).float())
+    ens.train(was_training)
+    return torch.cat(out, 1)
+
+
+def _autocast(cfg, device):
+    enabled = cfg.precision == "bf16" and device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def train_phase(cfg, task, data, ens, opt, phase, members, history, steps_per_epoch, save_ckpt, bar):
+    """Train `ens` (members `members`) over the steps of `phase`; evaluate and checkpoint each epoch.
+
+    This is the whole training loop: gather batches, augment, forward all members at once,
+    L_beta, backward, step.
+    """
+    vary = () if phase.name == "parent" else cfg.vary_sources
+    order = [rnd.source_seed(cfg.seed, "batch_order", m, vary, phase.name) for m in members]
+    aug = [rnd.source_seed(cfg.seed, "augmentation", m, vary, phase.name) for m in members]
+    # dropout masks (models with dropout) count as augmentation noise
+    ens.randomness = "different" if "augmentation" in vary else "same"
+    n_train, order_epoch, perms = data.x_train.shape[0], None, None
+    run_loss = torch.zeros(len(members), device=data.x_train.device)
+    run_correct = torch.zeros_like(run_loss)
+    seen = 0
+    ens.train()
+    for step in range(phase.start, phase.stop):
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(cfg, step - phase.schedule_start, phase.schedule_length, steps_per_epoch)
+        epoch, pos = divmod(step, steps_per_epoch)
+        if epoch != order_epoch:
+            perms, order_epoch = epoch_order(order, epoch, n_train, data.x_train.device), epoch
+        idx = perms[:, pos * cfg.batch_size:(pos + 1) * cfg.batch_size]  # (G, B)
+        x = augment(data.x_train[idx], cfg.augment, [rnd.generator(s, "augment", step) for s in aug])
+        y = data.y_train[idx]
+        torch.manual_seed(rnd.derive_seed(cfg.seed, "dropout", step))  # model dropout masks
+        keep = None
+        if cfg.learner_dropout:
+            keep = torch.rand(len(members), generator=rnd.generator(cfg.seed, "learner_dropout", step)) >= cfg.learner_dropout
+            keep[torch.randint(len(members), (1,), generator=rnd.generator(cfg.seed, "keep_one", step))] = True
+            keep = keep.to(y.device)
+        with _autocast(cfg, y.device):
+            out = ens(x).float()
+        if cfg.is_joint:
+            loss, losses = augmented_loss(out, y[0], cfg.beta, task, cfg.combine, keep, cfg.label_smoothing)
+        else:
+            losses = member_losses(out, y, task, cfg.label_smoothing)
+            loss, losses = losses.sum(), losses.detach()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+        run_loss += losses
+        if task == "classification":
+            run_correct += (out.detach().argmax(-1) == y).float().mean(1)
+        seen += 1
+        bar.update(len(members))
+        if (step + 1) % steps_per_epoch == 0 or step + 1 == phase.stop:
+            log_eval(cfg, task, data, ens, history, step + 1, run_loss / seen, run_correct / seen)
+            bar.set_postfix(test_acc=f"{history.state['test_acc'][-1].mean():.3f}")
+            run_loss.zero_(), run_correct.zero_()
+            seen = 0
+            save_ckpt(step + 1)
+
+
+def log_eval(cfg, task, data, ens, history, step, train_loss, train_acc):
+    logits = evaluate(ens, data.x_test, cfg)
+    y = data.y_test.expand(ens.size, -1)
+    test_loss = member_losses(logits, y, task)
+    test_acc = (logits.argmax(-1) == y).float().mean(1) if task == "classification" else torch.zeros_like(test_loss)
+    extra = {}
+    if cfg.track_predictions:
+        n = None if cfg.track_predictions == -1 else cfg.track_predictions
+        extra["probs"] = logits[:, :n].softmax(-1).half()
+    if cfg.snapshot_weights:
+        extra["weights"] = ens.flat_weights()
+    history.add(step, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss, test_acc=test_acc, **extra)
+
+
+# ---------------------------------------------------------------------------- groups
+class Checkpoint:
+    """Atomic torch.save / load of a group's state at an epoch boundary."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def load(self):
+        if self.path is None or not self.path.exists():
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=False)
+
+    def save(self, state: dict):
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+
+def _to(obj, device):
+    if torch.is_tensor(obj):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to(v, device) for v in obj]
+    return obj
+
+
+def train_group(cfg, ds, data, members, phase, device, workdir, bar, start=None):
+    """Train one group of members through `phase`; returns (ensemble, optimizer, history).
+
+    `start` optionally gives the (ensemble, optimizer, history) to begin from: a parent's
+    state copied into its children. Otherwise members start from their own init seeds.
+    """
+    if start is None:
+        vary = () if phase.name == "parent" else cfg.vary_sources  # a parent's init is shared
+        seeds = [rnd.source_seed(cfg.seed, "init", m, vary) for m in members]
+        ens = StackedEnsemble([init_member(cfg, ds.input_shape, ds.num_classes, s) for s in seeds]).to(device)
+        opt, history = make_optimizer(cfg, ens.parameters()), History()
+    else:
+        ens, opt, history = start
+    name = "parent" if phase.name == "parent" else f"members_{members[0]}-{members[-1]}"
+    ckpt = Checkpoint(workdir / f"{name}.pt" if workdir else None)
+    saved = ckpt.load()
+    if saved is not None:  # resume: restore everything and skip the steps already done
+        ens.load_stacked(_to(saved["ensemble"], device))
+        opt.load_state_dict(saved["optimizer"])
+        history = History(saved["history"])
+        bar.update(len(members) * (saved["step"] - phase.start))
+        phase = Phase(phase.name, saved["step"], phase.stop, phase.schedule_start, phase.schedule_length)
+
+    def save_ckpt(step):
+        ckpt.save({"ensemble": ens.state_stacked(), "optimizer": opt.state_dict(), "step": step,
+                   "history": history.state})
+
+    steps_per_epoch = len(ds.y_train) // cfg.batch_size
+    train_phase(cfg, ds.task, data, ens, opt, phase, members, history, steps_per_epoch, save_ckpt, bar)
+    return ens, opt, history
+
+
+def spawn(cfg, parent, members, device, ds):
+    """Children of a parent (ensemble of one): copies of its weights, buffers and optimizer state,
+    optionally with a fraction of the weights re-initialised per child (paper 002 §3)."""
+    ens, opt, history = parent
+    n = len(members)
+    state = {k: v.expand(n, *v.shape[1:]).clone() for k, v in ens.state_stacked().items()}
+    for name in reinit_names(ens.parameter_counts(), cfg.reinit_fraction, cfg.reinit_from):
+        for i, m in enumerate(members):
+            fresh = init_member(cfg, ds.input_shape, ds.num_classes, rnd.derive_seed(cfg.seed, "reinit", m))
+            state[name][i] = dict(fresh.named_parameters())[name].detach()
+    children = StackedEnsemble([ens.member(0)] * n).to(device)
+    children.load_stacked(_to(state, device))
+    child_opt = make_optimizer(cfg, children.parameters())
+    if not cfg.spawn_reset:  # coupled-to-t: the children inherit the parent's optimizer state
+        parent_state = opt.state_dict()
+        for s in parent_state["state"].values():
+            for k, v in s.items():
+                if torch.is_tensor(v) and v.dim() > 0:
+                    s[k] = v.expand(n, *v.shape[1:]).clone()
+        child_opt.load_state_dict(parent_state)
+    return children, child_opt, history.expand(n)
+
+
+def plan_phases(cfg, steps_per_epoch) -> tuple[Phase | None, Phase]:
+    """(parent phase or None, member phase) in optimizer steps."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.spawn_step is None:
+        return None, Phase("", 0, total, 0, total)
+    t = cfg.spawn_step
+    parent = Phase("parent", 0, t, 0, total)
+    if cfg.spawn_reset:  # coupled-to-t-reset: a fresh schedule of `total` steps after the fork
+        return parent, Phase("child", t, t + total, t, total)
+    return parent, Phase("child", t, total, 0, total)
+
+
+def group_members(cfg) -> list[list[int]]:
+    ids = list(range(cfg.members))
+    size = 1 if cfg.execution == "loop" else (cfg.max_group or cfg.members)
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+# ---------------------------------------------------------------------------- entry point
+def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None) -> RunRecord:
+    """Train the ensemble described by `cfg` and return its record.
+
+    With `workdir`, each group checkpoints there at every epoch and a rerun resumes from it;
+    finished groups are kept, so an interrupted run loses nothing already finished.
+    """
+    cfg = cfg.validate()
+    device = resolve_device(cfg.device)
+    workdir = Path(workdir) if workdir else None
+    ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
+    steps_per_epoch = len(ds.y_train) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(ds.y_train)} training examples")
+    total = cfg.epochs * steps_per_epoch
+    if cfg.spawn_step is not None and cfg.spawn_step > total:
+        raise ValueError(f"spawn_step={cfg.spawn_step} is beyond the {total} steps of training")
+    if ds.task == "regression" and cfg.beta and cfg.combine == "score":
+        raise ValueError("combine='score' is for classification; regression ensembles average outputs")
+    data = DeviceData.from_dataset(ds, device)
+    parent_phase, phase = plan_phases(cfg, steps_per_epoch)
+
+    started = time.perf_counter()
+    work = cfg.members * (phase.stop - phase.start) + (parent_phase.stop if parent_phase else 0)
+    bar = tqdm(total=work, unit="member-step", desc=f"{cfg.model} ×{cfg.members} on {cfg.dataset}",
+               disable=not cfg.progress, leave=False)
+    parent = None
+    if parent_phase is not None:
+        parent = train_group(cfg, ds, data, [0], parent_phase, device, workdir, bar)
+
+    parts = []
+    for members in group_members(cfg):
+        done = workdir / f"members_{members[0]}-{members[-1]}.done.pt" if workdir else None
+        if done is not None and done.exists():  # finished before an interruption
+            parts.append(torch.load(done, weights_only=False))
+            bar.update(len(members) * (phase.stop - phase.start))
+            continue
+        start = spawn(cfg, parent, members, device, ds) if parent else None
+        ens, _, history = train_group(cfg, ds, data, members, phase, device, workdir, bar, start)
+        part = {"test_logits": evaluate(ens, data.x_test, cfg).half().cpu(), "history": history.state,
+                "weights": {k: v.float().cpu() for k, v in ens.state_stacked().items()} if cfg.save_weights else None}
+        if done is not None:
+            Checkpoint(done).save(part)
+        parts.append(part)
+    bar.close()
+    record = assemble(cfg, ds, parts, device, time.perf_counter() - started)
+    if workdir is not None:
+        for f in workdir.glob("*.pt"):
+            f.unlink()
+    return record
+
+
+def assemble(cfg, ds, parts, device, wall_time) -> RunRecord:
+    """Concatenate the groups' results along the member dimension into one record."""
+    histories = [History(p["history"]) for p in parts]
+    cat = lambda key: torch.cat([h.stacked(key) for h in histories])  # noqa: E731
+    history = {"eval_step": torch.tensor(histories[0].state["eval_step"])}
+    history.update({k: cat(k) for k in History.KEYS})
+    weights = None
+    if cfg.save_weights:
+        weights = {k: torch.cat([p["weights"][k] for p in parts]) for k in parts[0]["weights"]}
+    probe = init_member(cfg, ds.input_shape, ds.num_classes, 0)
+    meta = {
+        "dataset": ds.name, "task": ds.task, "classes": ds.classes, "num_classes": ds.num_classes,
+        "input_shape": list(ds.input_shape), "n_train": len(ds.y_train), "n_test": len(ds.y_test),
+        "group_names": ds.group_names, "flops_per_example": model_flops(probe, ds.input_shape),
+        "parameters": sum(p.numel() for p in probe.parameters()),
+        "steps_per_epoch": len(ds.y_train) // cfg.batch_size,
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "execution": cfg.execution, "wall_time_s": round(wall_time, 3), "torch": torch.__version__,
+        "format": FORMAT_VERSION, "created": timestamp(),
+    }
+    return RunRecord(
+        config=cfg.key_fields(), key=cfg.key(), test_logits=torch.cat([p["test_logits"] for p in parts]),
+        y_test=ds.y_test, history=history, meta=meta, groups_test=dict(ds.groups_test),
+        test_probs_trajectory=cat("probs") if cfg.track_predictions else None,
+        weight_snapshots=cat("weights") if cfg.snapshot_weights else None, weights=weights)

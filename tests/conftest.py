@@ -1,0 +1,58 @@
+"""Shared helpers for the book tests: the repository root and tiny notebooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    # nbval opens the sanitize file relative to the cwd; resolve it against the
+    # repository so `pytest` works from any folder.
+    path = getattr(config.option, "nbval_sanitize_with", None)
+    if path and not Path(path).exists() and (ROOT / path).exists():
+        config.option.nbval_sanitize_with = str(ROOT / path)
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def make_notebook():
+    """Write a notebook: ``make_notebook(path, [src, ...], parameters="x = 1")``.
+
+    ``parameters`` becomes a first code cell tagged ``parameters`` (papermill).
+    """
+    import nbformat
+
+    def make(path, cells, parameters=None):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        if parameters is not None:
+            nb.cells.append(nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}))
+        nb.cells += [nbformat.v4.new_code_cell(src) for src in cells]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(path))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def execute():
+    """Execute a notebook with papermill into another file: ``execute(src, dst, **parameters)``."""
+    import papermill as pm
+
+    def run(src, dst, **parameters):
+        pm.execute_notebook(str(src), str(dst), parameters=parameters or None,
+                            kernel_name="python3", cwd=str(Path(src).parent),
+                            progress_bar=False)
+        return Path(dst)
+
+    return run

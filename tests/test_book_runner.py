@@ -1,0 +1,123 @@
+"""The book runner on a tiny book: failures, overrides, subsets, build."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from fairens_core import book
+
+CONFIG = """title: tiny
+only_build_toc_files: true
+execute:
+  execute_notebooks: "off"
+"""
+TOC = """format: jb-book
+root: intro
+parts:
+  - caption: Part
+    chapters:
+      - file: book/part/good
+      - file: book/part/bad
+"""
+GOOD = [
+    "print('x is', x)",
+    "from fairens_core.claims import Claim, show_claims\n"
+    "show_claims([Claim('x is positive', 'p', str(x), x > 0)])",
+]
+BAD = ["raise ValueError('boom from the bad chapter')"]
+
+
+@pytest.fixture
+def tiny(tmp_path, make_notebook):
+    (tmp_path / "_config.yml").write_text(CONFIG)
+    (tmp_path / "_toc.yml").write_text(TOC)
+    (tmp_path / "intro.md").write_text("# Tiny\n\nA tiny book.\n")
+    make_notebook(tmp_path / "book/part/good.ipynb", GOOD, parameters="x = 1")
+    make_notebook(tmp_path / "book/part/bad.ipynb", BAD, parameters="x = 1")
+    return tmp_path
+
+
+def stdout_of(nb_path):
+    nb = nbformat.read(str(nb_path), as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_toc_lists_chapters(tiny):
+    assert [p.name for p in book.toc_files(tiny)] == ["intro.md", "good.ipynb", "bad.ipynb"]
+    assert [p.name for p in book.chapters(tiny)] == ["good.ipynb", "bad.ipynb"]
+
+
+def test_repository_toc_parses(repo_root):
+    files = book.toc_files(repo_root)
+    rel = [p.relative_to(repo_root).as_posix() for p in files]
+    assert rel[0] == "book/intro.md"
+    assert {"book/howto.md", "book/reference/api.md"} <= set(rel)
+    assert all(p.exists() for p in book.chapters(repo_root))
+
+
+def test_select_by_stem_or_path(tiny):
+    every = book.chapters(tiny)
+    assert book.select(every, ["good"], tiny) == every[:1]
+    assert book.select(every, ["book/part/bad.ipynb", "good"], tiny) == [every[1], every[0]]
+    with pytest.raises(SystemExit, match="no chapter named 'nope'"):
+        book.select(every, ["nope"], tiny)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("10", 10), ("0.5", 0.5), ("None", None), ("True", True), ("[1, 2]", [1, 2]),
+    ("'quoted'", "quoted"), ("cpu", "cpu"), ("/data/x", "/data/x"),
+])
+def test_parse_value(text, value):
+    assert book.parse_value(text) == value
+
+
+@pytest.mark.slow
+def test_failing_chapter_is_reported_and_others_run(tiny, capsys):
+    bad_before = (tiny / "book/part/bad.ipynb").read_bytes()
+    rc = book.main(["--book-root", str(tiny), "--no-build", "-p", "x", "41"])
+    out = capsys.readouterr().out
+    assert rc != 0
+    assert "[1/2] book/part/good ... ok" in out and "claims 1/1 hold" in out
+    assert "[2/2] book/part/bad ... FAILED" in out
+    assert "boom from the bad chapter" in out
+    assert "FAILED: book/part/bad" in out and "partial run in _build/failed/bad.ipynb" in out
+    # the good chapter was executed in place with the override...
+    assert "x is 41" in stdout_of(tiny / "book/part/good.ipynb")
+    # ...the bad one left as it was, its partial run kept for inspection
+    assert (tiny / "book/part/bad.ipynb").read_bytes() == bad_before
+    assert (tiny / "_build/failed/bad.ipynb").exists()
+    assert not (tiny / "_build/html").exists()  # --no-build
+
+
+@pytest.mark.slow
+def test_rerun_without_overrides_restores_defaults(tiny, capsys):
+    good = tiny / "book/part/good.ipynb"
+    assert book.main(["--book-root", str(tiny), "--no-build", "--chapters", "good", "-p", "x", "7"]) == 0
+    assert "x is 7" in stdout_of(good)
+    assert book.main(["--book-root", str(tiny), "--no-build", "--chapters", "good"]) == 0
+    nb = nbformat.read(str(good), as_version=4)
+    assert not any(book.INJECTED_TAG in c.metadata.get("tags", []) for c in nb.cells)
+    assert "x is 1" in stdout_of(good)
+    # no timestamps or absolute paths left behind by papermill
+    assert "input_path" not in nb.metadata.get("papermill", {})
+    assert not any("papermill" in c.metadata or "execution" in c.metadata for c in nb.cells)
+    assert "(bad" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_builds_html_after_running(tiny, capsys):
+    (tiny / "_toc.yml").write_text(TOC.replace("      - file: book/part/bad\n", ""))
+    assert book.main(["--book-root", str(tiny)]) == 0
+    assert (tiny / "_build/html/book/part/good.html").exists()
+    assert "book written to" in capsys.readouterr().out
+
+
+def test_module_entry_point():
+    res = subprocess.run([sys.executable, "-m", "fairens_core.book", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "--chapters" in res.stdout and "--no-build" in res.stdout

@@ -1,0 +1,120 @@
+"""Claims tables: MIME bundle, JSON round trip through a notebook, nbval comparison."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import numpy as np
+import pytest
+
+from fairens_core.claims import KEYS, MIME_TYPE, Claim, claims_bundle, read_claims
+
+ROWS = [
+    Claim("Bottom-k classes gain more than top-k", "Fig. 2: bottom-10 gain ≈ 1.3× at 20 members",
+          "1.21× vs 1.02×", True),
+    Claim("Gain keeps growing past 10 members", "Sec. 3: still rising at 20 members",
+          "flat after 8 members", np.bool_(False), note="only 10 members in the default profile"),
+    Claim("Escaping <b>html</b> & friends", "Tab. 1", "0.50", True),
+]
+
+
+def test_bundle_has_html_json_and_plain():
+    bundle = claims_bundle(ROWS)
+    assert set(bundle) == {MIME_TYPE, "text/html", "text/plain"}
+    rows = bundle[MIME_TYPE]
+    assert [set(r) for r in rows] == [set(KEYS)] * 3
+    assert [r["holds"] for r in rows] == [True, False, True]
+    assert all(type(r["holds"]) is bool for r in rows)  # numpy bools coerced
+    json.dumps(rows)  # plain JSON
+
+
+def test_html_marks_failing_rows():
+    html = claims_bundle(ROWS)["text/html"]
+    assert html.count("<tr class=") == 3
+    assert html.count('class="fairens-claim-fails"') == 1
+    assert "✓" in html and "✗" in html
+    assert "2 of 3 hold" in html
+    assert "&lt;b&gt;html&lt;/b&gt; &amp; friends" in html
+    assert "only 10 members" in html
+
+
+def test_plain_text_fallback():
+    text = claims_bundle(ROWS)["text/plain"]
+    assert text.splitlines()[0] == "Claims: 2 of 3 hold"
+    assert "✗ FAILS  Gain keeps growing past 10 members" in text
+
+
+def test_dict_rows_and_missing_note():
+    row = {"claim": "c", "paper": "p", "measured": 0.5, "holds": 1}
+    (out,) = claims_bundle([row])[MIME_TYPE]
+    assert out == {"claim": "c", "paper": "p", "measured": "0.5", "holds": True, "note": ""}
+
+
+CLAIMS_CELL = """# NBVAL_CHECK_OUTPUT
+from fairens_core.claims import Claim, show_claims
+show_claims([
+    Claim("first", "Fig. 1: 1.3×", f"{1.2345:.2f}×", True),
+    Claim("second", "Tab. 2: 95%", "91%", False, note="small run"),
+])"""
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """A notebook ending with a claims table, executed once by papermill."""
+    import papermill as pm
+
+    tmp = tmp_path_factory.mktemp("claims")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+        # Outputs that differ on every run and must be masked by the sanitize file.
+        nbformat.v4.new_code_cell(
+            "# NBVAL_CHECK_OUTPUT\nimport os, time\n"
+            "print(f'trained in {time.time() % 7:.2f}s at {object()!r}')\n"
+            "print('records in', os.path.join(os.getcwd(), 'cache', str(os.getpid())))"),
+        nbformat.v4.new_code_cell(CLAIMS_CELL),
+    ]
+    src = tmp / "src.ipynb"
+    nbformat.write(nb, str(src))
+    out = tmp / "chapter.ipynb"
+    pm.execute_notebook(str(src), str(out), kernel_name="python3", cwd=str(tmp), progress_bar=False)
+    return out
+
+
+def test_read_claims_round_trip(executed):
+    assert read_claims(executed) == [
+        {"claim": "first", "paper": "Fig. 1: 1.3×", "measured": "1.23×", "holds": True, "note": ""},
+        {"claim": "second", "paper": "Tab. 2: 95%", "measured": "91%", "holds": False, "note": "small run"},
+    ]
+    cell = nbformat.read(str(executed), as_version=4).cells[-1]
+    assert len(cell.outputs) == 1  # one output, no stray execute_result
+    assert set(cell.outputs[0].data) == {MIME_TYPE, "text/html", "text/plain"}
+
+
+def _nbval(notebook, repo_root):
+    ini = notebook.parent / "pytest.ini"
+    ini.write_text("[pytest]\n")  # keep the repository's addopts out of the inner run
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ini),
+           "--nbval-lax", "--nbval-current-env",
+           "--nbval-sanitize-with", str(repo_root / "tests" / "nbval_sanitize.cfg"), str(notebook)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=notebook.parent, timeout=300)
+
+
+@pytest.mark.slow
+def test_nbval_accepts_rerun_and_catches_changed_claims(executed, repo_root):
+    """Re-executing gives the same checked outputs; a changed claim is caught."""
+    ok = _nbval(executed, repo_root)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    nb = nbformat.read(str(executed), as_version=4)
+    out = nb.cells[-1].outputs[0]
+    out.data[MIME_TYPE][0]["measured"] = "1.24×"  # only the JSON: it is compared too
+    tampered = executed.parent / "tampered.ipynb"
+    nbformat.write(nb, str(tampered))
+    bad = _nbval(tampered, repo_root)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "Cell outputs differ" in bad.stdout

@@ -1,0 +1,269 @@
+"""Engine tests: randomness control, vectorized ≡ loop, coupling, objectives, cache, resume, validation."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fairens_core import TrainConfig, run
+from fairens_core import randomness as rnd
+from fairens_core import train as train_mod
+from fairens_core.ensemble import reinit_names
+from fairens_core.objectives import augmented_loss, ensemble_loss, member_losses
+from fairens_core.records import RunRecord
+from fairens_core.train import epoch_order, train_ensemble
+
+TINY = dict(dataset="mnist1d", dataset_options={"n_samples": 700}, model="cnn1d", width=0.5,
+            members=3, epochs=2, batch_size=64, lr=0.05, progress=False, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FAIRENS_RECORDS", raising=False)
+    return tmp_path / "cache"
+
+
+def tiny(**changes) -> TrainConfig:
+    return TrainConfig(**{**TINY, **changes})
+
+
+# ---------------------------------------------------------------------------- randomness
+def initial_weights(cfg):
+    seeds = [rnd.source_seed(cfg.seed, "init", m, cfg.vary_sources) for m in range(cfg.members)]
+    return [train_mod.init_member(cfg, (1, 40), 10, s).state_dict() for s in seeds]
+
+
+def same_state(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("vary, init_differs, order_differs", [
+    ("none", False, False), ("init", True, False), ("batch_order", False, True),
+    ("augmentation", False, False), ("init+batch_order", True, True), ("all", True, True),
+])
+def test_randomness_presets_control_each_source(vary, init_differs, order_differs):
+    cfg = tiny(vary=vary)
+    w = initial_weights(cfg)
+    assert same_state(w[0], w[1]) is not init_differs
+    seeds = [rnd.source_seed(cfg.seed, "batch_order", m, cfg.vary_sources) for m in range(2)]
+    order = epoch_order(seeds, epoch=0, n=500, device="cpu")
+    assert torch.equal(order[0], order[1]) is not order_differs
+    aug = [rnd.source_seed(cfg.seed, "augmentation", m, cfg.vary_sources) for m in range(2)]
+    assert (aug[0] == aug[1]) is ("augmentation" not in cfg.vary_sources)
+
+
+def test_seed_changes_everything_and_is_stable():
+    assert rnd.derive_seed(0, "init", 1) == rnd.derive_seed(0, "init", 1)
+    assert rnd.derive_seed(0, "init", 1) != rnd.derive_seed(1, "init", 1)
+    with pytest.raises(ValueError, match="vary"):
+        rnd.parse_vary("init+colour")
+    assert rnd.parse_vary("augmentation+init") == ("init", "augmentation")
+
+
+def test_identical_seeds_give_identical_members():
+    rec = train_ensemble(tiny(vary="none", augment=("shift",)))
+    assert torch.equal(rec.test_logits[0], rec.test_logits[1])
+    assert torch.equal(rec.test_logits[1], rec.test_logits[2])
+
+
+def test_each_source_alone_makes_members_differ():
+    for vary in ("init", "batch_order", "augmentation"):
+        rec = train_ensemble(tiny(vary=vary, augment=("shift",), members=2, epochs=1))
+        assert not torch.equal(rec.test_logits[0], rec.test_logits[1]), vary
+
+
+# ---------------------------------------------------------------------------- vectorized ≡ loop
+def test_vectorized_equals_loop():
+    cfg = tiny(augment=("shift",))
+    vec = train_ensemble(cfg)
+    loop = train_ensemble(cfg.replace(execution="loop"))
+    assert vec.key == loop.key  # execution is not part of the result's identity
+    for k in vec.weights:
+        torch.testing.assert_close(vec.weights[k], loop.weights[k], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(vec.test_logits.float(), loop.test_logits.float(), atol=2e-2, rtol=1e-2)
+    assert torch.equal(vec.test_logits.argmax(-1), loop.test_logits.argmax(-1)) or \
+        (vec.test_logits.argmax(-1) != loop.test_logits.argmax(-1)).float().mean() < 1e-3
+
+
+def test_group_split_does_not_change_members():
+    cfg = tiny(members=4, epochs=1)
+    whole = train_ensemble(cfg)
+    split = train_ensemble(cfg.replace(max_group=2))
+    torch.testing.assert_close(whole.test_logits.float(), split.test_logits.float(), atol=2e-2, rtol=1e-2)
+
+
+def test_record_contents_and_shapes():
+    rec = train_ensemble(tiny(track_predictions=50, snapshot_weights=True))
+    M, N = 3, len(rec.y_test)
+    assert rec.test_logits.shape == (M, N, 10) and rec.test_logits.dtype == torch.float16
+    assert rec.history["test_acc"].shape == (M, 2)
+    assert rec.history["eval_step"].tolist() == [rec.meta["steps_per_epoch"], 2 * rec.meta["steps_per_epoch"]]
+    assert rec.test_probs_trajectory.shape == (M, 2, 50, 10)
+    P = rec.meta["parameters"]
+    assert rec.weight_snapshots.shape == (M, 2, P)
+    assert rec.meta["flops_per_example"] > 0
+    # rebuilt members reproduce the recorded logits
+    x = train_mod.DeviceData.from_dataset(train_mod.load_dataset("mnist1d", None, n_samples=700), torch.device("cpu")).x_test
+    with torch.no_grad():
+        torch.testing.assert_close(rec.models()[1](x), rec.logits()[1], atol=2e-2, rtol=1e-2)
+    assert rec.history["test_acc"][:, -1].tolist() == pytest.approx(rec.member_accuracy().tolist(), abs=1e-3)
+
+
+# ---------------------------------------------------------------------------- coupling (paper 002)
+def test_children_identical_until_spawn_then_differ():
+    spe = 700 * 8 // 10 // 64  # steps per epoch of TINY's train split
+    rec = train_ensemble(tiny(spawn_step=spe, epochs=3, vary="batch_order", snapshot_weights=True))
+    snaps = rec.weight_snapshots  # (M, E, P); evaluation 0 is the end of the shared first epoch
+    assert torch.equal(snaps[0, 0], snaps[1, 0]) and torch.equal(snaps[0, 0], snaps[2, 0])
+    assert not torch.equal(snaps[0, 1], snaps[1, 1])
+    assert not torch.equal(rec.test_logits[0], rec.test_logits[1])
+
+
+def test_spawn_reset_trains_t_extra_steps_and_reinit_differs():
+    spe = 700 * 8 // 10 // 64
+    rec = train_ensemble(tiny(spawn_step=spe, spawn_reset=True, epochs=2, vary="batch_order"))
+    assert rec.history["eval_step"][-1].item() == 3 * spe
+    base = tiny(spawn_step=spe, vary="batch_order", snapshot_weights=True, members=2)
+    low = train_ensemble(base.replace(reinit_fraction=0.3, reinit_from="input"))
+    plain = train_ensemble(base)
+    assert not torch.equal(low.weight_snapshots[:, -1], plain.weight_snapshots[:, -1])
+
+
+def test_reinit_names_walk_from_either_side():
+    counts = [("a", 10), ("b", 30), ("c", 60)]
+    assert reinit_names(counts, 0.0, "input") == []
+    assert reinit_names(counts, 0.1, "input") == ["a"]
+    assert reinit_names(counts, 0.3, "input") == ["a", "b"]
+    assert reinit_names(counts, 0.5, "output") == ["c"]
+    assert reinit_names(counts, 1.0, "output") == ["c", "b", "a"]
+
+
+# ---------------------------------------------------------------------------- objectives (paper 001)
+def test_l_beta_endpoints():
+    torch.manual_seed(0)
+    out, y = torch.randn(4, 16, 5), torch.randint(0, 5, (16,))
+    indep = member_losses(out, y.expand(4, -1), "classification").sum()
+    loss0, _ = augmented_loss(out, y, 0.0, "classification")
+    loss1, _ = augmented_loss(out, y, 1.0, "classification", "prob")
+    p_bar = out.softmax(-1).mean(0)
+    joint = -p_bar[torch.arange(16), y].log().mean()
+    torch.testing.assert_close(loss0, indep)
+    torch.testing.assert_close(loss1, 4 * joint)
+    loss_s, _ = augmented_loss(out, y, 1.0, "classification", "score")
+    torch.testing.assert_close(loss_s, 4 * torch.nn.functional.cross_entropy(out.mean(0), y))
+    half, _ = augmented_loss(out, y, 0.5, "classification")
+    torch.testing.assert_close(half, 0.5 * indep + 0.5 * 4 * joint)
+    reg, t = torch.randn(3, 8, 1), torch.randn(8)
+    torch.testing.assert_close(ensemble_loss(reg, t, "regression"), ((reg[..., 0].mean(0) - t) ** 2).mean())
+    keep = torch.tensor([True, False, True])
+    torch.testing.assert_close(ensemble_loss(reg, t, "regression", keep=keep),
+                               ((reg[[0, 2], :, 0].mean(0) - t) ** 2).mean())
+
+
+def test_joint_training_runs_and_differs_from_independent():
+    indep = train_ensemble(tiny(vary="init", epochs=1))
+    joint = train_ensemble(tiny(vary="init", epochs=1, beta=1.0))
+    dropout = train_ensemble(tiny(vary="init", epochs=1, beta=1.0, learner_dropout=0.5))
+    assert not torch.equal(indep.test_logits, joint.test_logits)
+    assert not torch.equal(joint.test_logits, dropout.test_logits)
+
+
+# ---------------------------------------------------------------------------- cache and resume
+def test_cache_hit_trains_nothing(monkeypatch, cache):
+    cfg = tiny(members=2, epochs=1)
+    first = run(cfg)
+    assert first.path.exists() and first.path.parent == cache / "records"
+    monkeypatch.setattr("fairens_core.train.train_ensemble", lambda *a, **k: pytest.fail("trained again"))
+    again = run(cfg.replace(device="cpu", progress=True))  # fields outside the key do not matter
+    assert again.key == first.key and torch.equal(again.test_logits, first.test_logits)
+
+
+def test_damaged_record_is_recomputed(cache):
+    cfg = tiny(members=2, epochs=1)
+    first = run(cfg)
+    data = bytearray(first.path.read_bytes())
+    data[-30] ^= 0xFF
+    first.path.write_bytes(bytes(data))
+    with pytest.raises(Exception):
+        RunRecord.load(first.path)
+    again = run(cfg)
+    assert torch.equal(again.test_logits, first.test_logits)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("execution, spawn", [("loop", False), ("vectorized", True)])
+def test_resume_equals_uninterrupted(monkeypatch, cache, execution, spawn):
+    spe = 700 * 8 // 10 // 64
+    cfg = tiny(epochs=3, execution=execution, augment=("shift",), track_predictions=20,
+               spawn_step=spe + 3 if spawn else None, vary="all" if not spawn else "batch_order+augmentation")
+    reference = train_ensemble(cfg)
+
+    saves = {"n": 0}
+    real_save = train_mod.Checkpoint.save
+
+    def save_then_die(self, state):
+        real_save(self, state)
+        saves["n"] += 1
+        if saves["n"] == 5:  # mid-run: after some groups or epochs are safely on disk
+            raise Interrupt
+
+    monkeypatch.setattr(train_mod.Checkpoint, "save", save_then_die)
+    with pytest.raises(Interrupt):
+        run(cfg)
+    partial = cache / "records" / f"{cfg.key()}.partial"
+    assert any(partial.glob("*.pt"))
+    monkeypatch.setattr(train_mod.Checkpoint, "save", real_save)
+    resumed = run(cfg)
+    assert torch.equal(resumed.test_logits, reference.test_logits)
+    assert torch.equal(resumed.test_probs_trajectory, reference.test_probs_trajectory)
+    for k in ("train_loss", "test_acc"):
+        assert torch.equal(resumed.history[k], reference.history[k])
+    assert not any(partial.glob("*.pt"))
+
+
+# ---------------------------------------------------------------------------- validation
+@pytest.mark.parametrize("changes, field", [
+    (dict(dataset="imagenet"), "dataset"), (dict(model="transformer"), "model"),
+    (dict(members=0), "members"), (dict(epochs=1.5), "epochs"), (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(schedule="poly"), "schedule"), (dict(augment=("mixup",)), "augment"), (dict(vary="weights"), "vary"),
+    (dict(beta=1.5), "beta"), (dict(beta=-0.1), "beta"), (dict(beta=0.5, vary="all"), "vary"),
+    (dict(beta=0.5, execution="loop", vary="init"), "loop"), (dict(learner_dropout=0.3), "learner_dropout"),
+    (dict(spawn_step=3, vary="init"), "spawn_step"), (dict(spawn_reset=True), "spawn_step"),
+    (dict(dropout=1.0), "dropout"), (dict(device="tpu"), "device"), (dict(lr=0), "lr"),
+    (dict(track_predictions=-5), "track_predictions"), (dict(precision="fp8"), "precision"),
+])
+def test_bad_config_is_rejected_with_the_field_named(changes, field):
+    with pytest.raises(ValueError, match=field):
+        tiny(**changes).validate()
+
+
+def test_beta_above_one_allowed_only_explicitly():
+    tiny(beta=1.5, vary="init", allow_unbounded_beta=True).validate()
+
+
+def test_errors_that_need_the_dataset_come_before_training(monkeypatch):
+    monkeypatch.setattr(train_mod, "train_phase", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match="spawn_step"):
+        train_ensemble(tiny(spawn_step=10_000, vary="batch_order"))
+    with pytest.raises(ValueError, match="batch_size"):
+        train_ensemble(tiny(batch_size=5000))
+    with pytest.raises(ValueError, match="unknown config field"):
+        TrainConfig.from_dict({"memberz": 3})
+
+
+# ---------------------------------------------------------------------------- CLI
+def test_cli_trains_then_hits_cache(cache, tmp_path):
+    args = [sys.executable, "-m", "fairens_core", "train", "--members", "2", "--epochs", "1", "--width", "0.5",
+            "--dataset-options", "{'n_samples': 600}", "--batch-size", "64", "--quiet"]
+    env = {**__import__("os").environ, "FAIRENS_CACHE": str(cache)}
+    first = subprocess.run(args, capture_output=True, text=True, env=env, check=True)
+    assert "record:" in first.stdout and "ensemble accuracy" in first.stdout
+    second = subprocess.run(args, capture_output=True, text=True, env=env, check=True)
+    assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1]
+    bad = subprocess.run(args + ["--optimizer", "rmsprop"], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "optimizer" in bad.stderr
