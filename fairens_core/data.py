@@ -107,10 +107,12 @@ class Dataset:
         """One paragraph: sizes, input shape, classes (or target) and groups."""
         kind = "uint8 images" if self.is_image else f"{str(self.x_train.dtype).removeprefix('torch.')} inputs"
         shape = "x".join(str(s) for s in self.input_shape)
-        text = f"{self.name}: {self.task}, {len(self.y_train)} train / {len(self.y_test)} test, {kind} of shape {shape}"
-        if self.task == "classification":
+        text = f"{self.name}: {self.task}, {len(self.y_train)} train / {len(self.y_test)} test"
+        text += f", {kind} of shape {shape}"
+        if self.task == "classification" and self.classes:
             counts = torch.bincount(self.y_train, minlength=len(self.classes)).tolist()
-            text += f"; {len(self.classes)} classes ({_preview(self.classes)}), train class sizes {min(counts)}-{max(counts)}"
+            text += f"; {len(self.classes)} classes ({_preview(self.classes)})"
+            text += f", train class sizes {min(counts)}-{max(counts)}"
         elif self.target_mean is not None:
             text += f"; target standardised (mean {self.target_mean:.4g}, std {self.target_std:.4g})"
         for attribute, names in self.group_names.items():
@@ -136,7 +138,7 @@ def data_root(root: str | Path | None = None) -> Path:
 
 
 def cache_dir() -> Path:
-    """Where generated and decoded tensors are cached: ``$FAIRENS_CACHE/data``, else ``~/.cache/fairens/data-cache``."""
+    """Where generated and decoded tensors go: ``$FAIRENS_CACHE/data``, else ``~/.cache/fairens/data-cache``."""
     if os.environ.get("FAIRENS_CACHE"):
         return Path(os.environ["FAIRENS_CACHE"]).expanduser() / "data"
     return Path.home() / ".cache" / "fairens" / "data-cache"
@@ -214,7 +216,7 @@ def _image_size(value) -> tuple[int, int] | None:
         or len(pair) != 2
         or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in pair)
     ):
-        raise ValueError(f"image_size={value!r}: allowed values are None, a positive int or a pair (height, width)")
+        raise ValueError(f"image_size={value!r}: allowed values are None, a positive int or a pair (h, w)")
     return int(pair[0]), int(pair[1])
 
 
@@ -259,11 +261,11 @@ def _encode_features(train, test) -> tuple[np.ndarray, np.ndarray, list[str]]:
     blocks_train, blocks_test, names = [], [], []
     for column in train.columns:
         if pd.api.types.is_numeric_dtype(train[column]) and not pd.api.types.is_bool_dtype(train[column]):
-            a, b = _standardise(
-                train[column].to_numpy(np.float64)[:, None], pd.to_numeric(test[column]).to_numpy(np.float64)[:, None]
-            )
-            blocks_train.append(a)
-            blocks_test.append(b)
+            train_values = train[column].to_numpy(np.float64)[:, None]
+            test_values = pd.to_numeric(test[column]).to_numpy(np.float64)[:, None]
+            train_values, test_values = _standardise(train_values, test_values)
+            blocks_train.append(train_values)
+            blocks_test.append(test_values)
             names.append(str(column))
         else:
             categories = np.array(sorted(train[column].astype(str).unique()))
@@ -275,7 +277,7 @@ def _encode_features(train, test) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return x_train, x_test, names
 
 
-def _tabular_dataset(name: str, train, test, target: str, task: str, classes: list[str] | None = None) -> Dataset:
+def _tabular_dataset(name: str, train, test, target: str, task: str, classes: list[str] | None = None):
     """A Dataset from train and test DataFrames: features encoded, the ``target`` column as y.
 
     Classification: y are indices into ``classes`` (default: the sorted distinct target values).
@@ -293,7 +295,8 @@ def _tabular_dataset(name: str, train, test, target: str, task: str, classes: li
         values = train[target].to_numpy(np.float64)
         target_mean, target_std = float(values.mean()), float(values.std()) or 1.0
         y_train = torch.from_numpy(((values - target_mean) / target_std).astype(np.float32))
-        y_test = torch.from_numpy(((test[target].to_numpy(np.float64) - target_mean) / target_std).astype(np.float32))
+        y_test = (test[target].to_numpy(np.float64) - target_mean) / target_std
+        y_test = torch.from_numpy(y_test.astype(np.float32))
         classes = []
     return Dataset(
         name=name,
@@ -324,12 +327,12 @@ def _channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...
 
 
 def _read_image(file, size: tuple[int, int] | None, crop_square: bool) -> np.ndarray:
-    """One image as RGB uint8 ``(H, W, 3)``: optionally centre-cropped to a square, then resized to ``size`` (h, w)."""
+    """One image as RGB uint8 ``(H, W, 3)``, optionally centre-cropped to a square, then resized to ``size``."""
     from PIL import Image
 
     with Image.open(file) as image:
         if size is not None:
-            image.draft("RGB", (size[1], size[0]))  # JPEG: decode at a reduced scale still >= size (much faster)
+            image.draft("RGB", (size[1], size[0]))  # JPEG: decode at a reduced scale >= size, much faster
         image = image.convert("RGB")
     if crop_square and image.width != image.height:
         side = min(image.size)
@@ -392,7 +395,8 @@ def _decode_images(
     chunks = [members[i : i + _DECODE_CHUNK] for i in range(0, len(members), _DECODE_CHUNK)]
     if workers <= 1 or len(chunks) == 1:
         if source.is_dir():
-            return _stack_nchw([_decode_members(str(source), c, size, crop_square) for c in chunks], len(members))
+            parts = [_decode_members(str(source), c, size, crop_square) for c in chunks]
+            return _stack_nchw(parts, len(members))
         with zipfile.ZipFile(source) as archive:
             return _stack_nchw([_decode_members(archive, c, size, crop_square) for c in chunks], len(members))
     # fork is cheap and safe here (workers use only zipfile, Pillow and numpy); spawn elsewhere
@@ -402,16 +406,16 @@ def _decode_images(
         return _stack_nchw(parts, len(members))
 
 
-def _decode_splits(source: Path, splits: dict[str, list[str]], size, crop_square=False, num_workers=None) -> dict:
+def _decode_splits(source: Path, splits: dict[str, list[str]], size, crop_square=False, num_workers=None):
     """Decode all splits in one pass: ``{"x_<split>": uint8 (N, 3, H, W), "mean": ..., "std": ...}``.
 
     ``mean`` and ``std`` are the per-channel statistics of the "train" split.
     """
-    everything = _decode_images(source, [m for members in splits.values() for m in members], size, crop_square, num_workers)
+    everything = _decode_images(source, [m for names in splits.values() for m in names], size, crop_square, num_workers)
     result, start = {}, 0
-    for split, members in splits.items():
-        result[f"x_{split}"] = everything[start : start + len(members)].clone()  # own storage, not a view
-        start += len(members)
+    for split, names in splits.items():
+        result[f"x_{split}"] = everything[start : start + len(names)].clone()  # own storage, not a view
+        start += len(names)
     result["mean"], result["std"] = _channel_stats(result["x_train"])
     return result
 
@@ -687,7 +691,7 @@ def load_cifar10(root: Path, *, download: bool = False) -> Dataset:
     x_test, y_test = _cifar_images([_unpickle(folder / "test_batch")], "labels")
     classes = _strings(_unpickle(folder / "batches.meta")["label_names"])
     return Dataset(
-        "cifar10", "classification", x_train, y_train, x_test, y_test, classes, mean=CIFAR10_MEAN, std=CIFAR10_STD
+        "cifar10", "classification", x_train, y_train, x_test, y_test, classes, mean=CIFAR10_MEAN, std=CIFAR10_STD,
     )
 
 
@@ -702,7 +706,8 @@ def load_cifar100(root: Path, *, label: str = "fine", download: bool = False) ->
     x_test, y_test = _cifar_images([_unpickle(folder / "test")], f"{label}_labels")
     classes = _strings(_unpickle(folder / "meta")[f"{label}_label_names"])
     return Dataset(
-        "cifar100", "classification", x_train, y_train, x_test, y_test, classes, mean=CIFAR100_MEAN, std=CIFAR100_STD
+        "cifar100", "classification", x_train, y_train, x_test, y_test, classes,
+        mean=CIFAR100_MEAN, std=CIFAR100_STD,
     )
 
 
@@ -720,7 +725,10 @@ def load_svhn(root: Path, *, download: bool = False) -> Dataset:
 
         for split in ("train", "test"):
             torchvision.datasets.SVHN(str(root), split=split, download=True)
-    how = "Download it with load_dataset('svhn', download=True) or torchvision.datasets.SVHN(root, split, download=True)."
+    how = (
+        "Download it with load_dataset('svhn', download=True) "
+        "or torchvision.datasets.SVHN(root, split, download=True)."
+    )
     splits = []
     for split in ("train", "test"):
         mat = loadmat(_find("svhn", [root / f"{split}_32x32.mat", root / "svhn" / f"{split}_32x32.mat"], how))
@@ -761,9 +769,9 @@ def _image_members(path: Path) -> dict[str, list[tuple[str, str]]]:
     for split in ("train", "test"):
         start = f"{prefix}{split}/"
         found = [
-            (n[len(start) :].split("/")[0], n)
+            (n[len(start) :].split("/")[0], n)  # (class folder, member)
             for n in names
-            if n.startswith(start) and n.count("/") >= start.count("/") + 1 and n.lower().endswith(IMAGE_EXTENSIONS)
+            if n.startswith(start) and "/" in n[len(start) :] and n.lower().endswith(IMAGE_EXTENSIONS)
         ]
         if not found:
             raise DatasetNotFoundError(
@@ -794,9 +802,8 @@ def load_imagefolder(
         _check_int("num_workers", num_workers, minimum=0)
     path = Path(path).expanduser()
     path = path if path.is_absolute() else root / path
-    path = _find(
-        "imagefolder", [path], "Give a directory or .zip holding train/<class>/<image> and test/<class>/<image>."
-    )
+    how = "Give a directory or .zip holding train/<class>/<image> and test/<class>/<image>."
+    path = _find("imagefolder", [path], how)
     return _imagefolder(path, path.stem, size, num_workers)
 
 
@@ -813,7 +820,8 @@ def _imagefolder(path: Path, name: str, size, num_workers) -> Dataset:
         if unknown:
             raise ValueError(f"imagefolder {path}: test classes {unknown} have no train images")
         index = {c: i for i, c in enumerate(classes)}
-        result = _decode_splits(path, {s: [m for _, m in members[s]] for s in members}, size, num_workers=num_workers)
+        files = {split: [m for _, m in members[split]] for split in members}
+        result = _decode_splits(path, files, size, num_workers=num_workers)
         for split in ("train", "test"):
             result[f"y_{split}"] = torch.tensor([index[c] for c, _ in members[split]], dtype=torch.int64)
         return {"classes": classes, **result}
@@ -872,10 +880,12 @@ def load_tinyimagenet(root: Path, *, num_workers: int | None = None) -> Dataset:
             for f in (base / "train" / w / "images").iterdir()
             if f.name.lower().endswith(IMAGE_EXTENSIONS)
         )
-        rows = [line.split("\t") for line in (base / "val" / "val_annotations.txt").read_text().splitlines() if line]
+        annotations = (base / "val" / "val_annotations.txt").read_text().splitlines()
+        rows = [line.split("\t") for line in annotations if line]
         test = sorted((wnid, f"val/images/{file}") for file, wnid, *_ in rows)
         members = {"train": train, "test": test}
-        result = _decode_splits(base, {s: [m for _, m in members[s]] for s in members}, (64, 64), num_workers=num_workers)
+        files = {split: [m for _, m in members[split]] for split in members}
+        result = _decode_splits(base, files, (64, 64), num_workers=num_workers)
         for split in ("train", "test"):
             result[f"y_{split}"] = torch.tensor([index[w] for w, _ in members[split]], dtype=torch.int64)
         return result
@@ -938,13 +948,17 @@ def load_celeba(
         for name in ("img_align_celeba", "list_attr_celeba.txt", "list_eval_partition.txt")
     }
     names, attributes = _celeba_attributes(files["list_attr_celeba.txt"])
-    partition = dict(line.split() for line in files["list_eval_partition.txt"].read_text().splitlines() if line.strip())
-    splits = {s: [f for f in attributes if partition.get(f) == code] for s, code in (("train", "0"), ("test", "2"))}
+    lines = files["list_eval_partition.txt"].read_text().splitlines()
+    partition = dict(line.split() for line in lines if line.strip())  # file -> "0" train, "1" val, "2" test
+    splits = {
+        "train": [f for f in attributes if partition.get(f) == "0"],
+        "test": [f for f in attributes if partition.get(f) == "2"],
+    }
     stat = files["list_eval_partition.txt"].stat()
     key = f"{base.resolve()}|{_tree_fingerprint(files['img_align_celeba'])}|{stat.st_mtime_ns}|size={size}"
 
     def build() -> dict:
-        return _decode_splits(files["img_align_celeba"], splits, size, crop_square=True, num_workers=num_workers)
+        return _decode_splits(files["img_align_celeba"], splits, size, True, num_workers)
 
     images = _cached_tensors("celeba", key, build)
     column = {"target": names.index(target), "group": names.index(group)}
@@ -1000,7 +1014,7 @@ def _read_adult(path: Path):
     with open(path) as f:
         junk = f.readline().startswith("|")  # adult.test starts with "|1x3 Cross validator"
     frame = pd.read_csv(
-        path, header=None, names=ADULT_COLUMNS, skiprows=int(junk), sep=",", skipinitialspace=True, na_values="?"
+        path, header=None, names=ADULT_COLUMNS, skiprows=int(junk), sep=",", skipinitialspace=True, na_values="?",
     )
     frame["income"] = frame["income"].str.strip().str.rstrip(".")  # adult.test writes ">50K."
     unknown = sorted(set(frame["income"].dropna()) - {"<=50K", ">50K"})
@@ -1019,10 +1033,10 @@ def load_adult(root: Path) -> Dataset:
     also the protected groups (codes index ``group_names``, values sorted). x is float32.
     """
     how = "Download adult.data and adult.test from https://archive.ics.uci.edu/dataset/2/adult."
-    frames = {
-        split: _read_adult(_find("adult", [root / "adult" / file, root / file], how)).dropna().reset_index(drop=True)
-        for split, file in (("train", "adult.data"), ("test", "adult.test"))
-    }
+    frames = {}
+    for split, file in (("train", "adult.data"), ("test", "adult.test")):
+        path = _find("adult", [root / "adult" / file, root / file], how)
+        frames[split] = _read_adult(path).dropna().reset_index(drop=True)
     dataset = _tabular_dataset(
         "adult", frames["train"], frames["test"], "income", "classification", classes=["<=50K", ">50K"]
     )
@@ -1030,7 +1044,8 @@ def load_adult(root: Path) -> Dataset:
         names = sorted(set(frames["train"][attribute]) | set(frames["test"][attribute]))
         dataset.group_names[attribute] = names
         for split, groups in (("train", dataset.groups_train), ("test", dataset.groups_test)):
-            groups[attribute] = torch.tensor(frames[split][attribute].map(names.index).to_numpy(), dtype=torch.int64)
+            codes = frames[split][attribute].map(names.index).to_numpy()
+            groups[attribute] = torch.tensor(codes, dtype=torch.int64)
     return dataset
 
 
@@ -1129,7 +1144,8 @@ def _table_dataset(name: str, frame, target, task: str, test_fraction: float, se
 
 
 ABALONE_COLUMNS = [
-    "Sex", "Length", "Diameter", "Height", "Whole_weight", "Shucked_weight", "Viscera_weight", "Shell_weight", "Rings",
+    "Sex", "Length", "Diameter", "Height", "Whole_weight", "Shucked_weight", "Viscera_weight", "Shell_weight",
+    "Rings",
 ]  # fmt: skip
 
 
@@ -1145,7 +1161,7 @@ def load_abalone(root: Path, *, seed: int = 0) -> Dataset:
     path = _find("abalone", [root / "uci" / "abalone.data", root / "abalone.data"], how)
     frame = _read_table(path, sep=",", header="infer")
     if frame.shape[1] != len(ABALONE_COLUMNS):
-        raise ValueError(f"{path}: expected {len(ABALONE_COLUMNS)} columns {ABALONE_COLUMNS}, found {frame.shape[1]}")
+        raise ValueError(f"{path}: expected the {len(ABALONE_COLUMNS)} abalone columns, found {frame.shape[1]}")
     frame.columns = ABALONE_COLUMNS
     return _table_dataset("abalone", frame, "Rings", "regression", 0.2, seed)
 

@@ -46,6 +46,16 @@ def test_ece_hand_computed():
     assert expected_calibration_error(probs, labels, n_bins=10) == pytest.approx(0.4)
 
 
+def test_ece_bin_edges_belong_to_the_upper_bin():
+    # confidence exactly 0.5 with 2 bins falls in [0.5, 1], as in torchmetrics
+    probs = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    labels = torch.tensor([0, 1])  # first right (argmax 0), second wrong
+    # bins {0.25 wrong}: |0 - .25| / 2; {0.5 right}: |1 - .5| / 2
+    assert expected_calibration_error(probs, labels, n_bins=2) == pytest.approx(0.375)
+    expected = multiclass_calibration_error(probs, labels, num_classes=4, n_bins=2, norm="l1")
+    assert float(expected) == pytest.approx(0.375)
+
+
 def test_perfectly_confident_and_right_is_calibrated():
     probs = torch.eye(4, dtype=torch.float64)
     labels = torch.arange(4)

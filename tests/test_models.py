@@ -11,7 +11,6 @@ from torch.func import functional_call, stack_module_state
 
 from fairens_core.models import (
     MODELS,
-    CNN1d,
     build_model,
     count_parameters,
     model_flops,
@@ -21,6 +20,7 @@ from fairens_core.models import (
 NATURAL = {
     "mlp": ((20,), 2),
     "cnn1d": ((1, 40), 10),
+    "cnn1d_bn": ((1, 40), 10),
     "small_cnn": ((3, 32, 32), 10),
     "resnet8": ((3, 32, 32), 10),
     "resnet20": ((3, 32, 32), 10),
@@ -32,6 +32,7 @@ NATURAL = {
 TINY_WIDTH = {
     "mlp": 0.25,
     "cnn1d": 0.25,
+    "cnn1d_bn": 0.25,
     "small_cnn": 0.5,
     "resnet8": 0.25,
     "resnet20": 0.25,
@@ -86,9 +87,10 @@ def test_mlp_takes_any_input(shape):
     assert model(torch.randn(4, *shape)).shape == (4, 3)
 
 
+@pytest.mark.parametrize("name", ["cnn1d", "cnn1d_bn"])
 @pytest.mark.parametrize("shape", [(1, 40), (40,), (2, 64), (1, 8)])
-def test_cnn1d_inputs(shape):
-    model = build_model("cnn1d", shape, 10)
+def test_cnn1d_inputs(name, shape):
+    model = build_model(name, shape, 10)
     assert model(torch.randn(4, *shape)).shape == (4, 10)
 
 
@@ -241,6 +243,7 @@ def test_model_flops_on_meta_device():
         (dict(name="small_cnn", input_shape=(3, 6, 32)), r"H, W >= 7"),
         (dict(name="cnn1d", input_shape=(3, 32, 32)), r"'cnn1d' needs a 1-D signal input"),
         (dict(name="cnn1d", input_shape=(1, 4)), r"L >= 8"),
+        (dict(name="cnn1d_bn", input_shape=(3, 8, 8)), r"'cnn1d_bn' needs a 1-D signal input"),
         (dict(name="mlp", input_shape=()), r"'mlp' needs at least one input dimension"),
         (dict(name="mlp", input_shape=(0, 3)), r"input_shape must be a tuple of positive ints"),
         (dict(name="mlp", input_shape=(2.5,)), r"input_shape"),
@@ -378,11 +381,6 @@ def test_vmap_ensemble_matches_members(name, dtype):
     buffers = _vmap_check(lambda: build_model(name, shape, nc, width=TINY_WIDTH[name]), shape, dtype)
     has_bn = any(k.endswith("running_mean") for k in buffers)
     assert has_bn == (name not in ("mlp", "cnn1d", "small_cnn"))
-
-
-def test_vmap_ensemble_cnn1d_batchnorm():
-    buffers = _vmap_check(lambda: CNN1d((1, 40), 10, width=0.25, batch_norm=True), (1, 40))
-    assert any(k.endswith("running_var") for k in buffers)
 
 
 @pytest.mark.parametrize("name", ["mlp", "resnet8"])

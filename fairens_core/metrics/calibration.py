@@ -129,6 +129,7 @@ def mace(
     probs, labels = _probs_and_labels(probs, labels)
     one_hot = torch.nn.functional.one_hot(labels, probs.shape[1]).bool()
     per_class = [
-        _binned_calibration_error(probs[:, k].contiguous(), one_hot[:, k], n_bins, binning) for k in range(probs.shape[1])
+        _binned_calibration_error(probs[:, k].contiguous(), one_hot[:, k], n_bins, binning)
+        for k in range(probs.shape[1])
     ]
     return float(torch.stack(per_class).mean())
