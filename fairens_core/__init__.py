@@ -6,26 +6,21 @@
     train     `train_ensemble`: vectorized ensemble training with controlled randomness
     records   `RunRecord` and the cache behind `run(config)`
     metrics   everything the papers measure
+    analysis  chapter analyses: member predictions in, tidy data frames out
     profiles  default / smoke / full settings of each chapter
+    claims, charts, book   the book's claims tables, offline charts and runner
 """
 
-from .config import TrainConfig
-from .records import RunRecord, run
+import importlib
 
-__all__ = ["TrainConfig", "RunRecord", "run", "train_ensemble", "load_dataset", "build_model"]
+# name -> submodule; imported on first use so that `import fairens_core.claims` stays light
+_EXPORTS = {"TrainConfig": "config", "RunRecord": "records", "run": "records",
+            "train_ensemble": "train", "load_dataset": "data", "build_model": "models"}
+
+__all__ = list(_EXPORTS)
 
 
-def __getattr__(name):  # keep `import fairens_core` light: torch models and data load on demand
-    if name == "train_ensemble":
-        from .train import train_ensemble
-
-        return train_ensemble
-    if name == "load_dataset":
-        from .data import load_dataset
-
-        return load_dataset
-    if name == "build_model":
-        from .models import build_model
-
-        return build_model
-    raise AttributeError(name)
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'fairens_core' has no attribute {name!r}")

@@ -256,6 +256,20 @@ def _ship_static(app, exc) -> None:
         write_js_bundle(Path(app.outdir) / "_static")
 
 
+def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
+    # Sphinx 7.4 registers an inline script added after the builder started
+    # twice (once with filename None, once with ""); sphinx-thebe's inline
+    # `const THEBE_JS_URL = ...` then throws "already declared" on every page.
+    seen, unique = set(), []
+    for js in context.get("script_files", []):
+        key = (getattr(js, "filename", js) or "", tuple(sorted(getattr(js, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    if "script_files" in context:
+        context["script_files"][:] = unique
+
+
 def setup(app):
     """Sphinx hook: serve vega/vega-lite/vega-embed (and MathJax) from ``_static``."""
     import importlib.util
@@ -267,6 +281,7 @@ def setup(app):
     # Deferred: charts wait for DOMContentLoaded, which runs after deferred scripts.
     app.add_js_file(JS_FILE, loading_method="defer")
     app.connect("build-finished", _ship_static)
+    app.connect("html-page-context", _dedupe_scripts)
     if importlib.util.find_spec("sphinx-mathjax-offline") is not None:
         app.setup_extension("sphinx-mathjax-offline")
     else:

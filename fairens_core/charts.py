@@ -165,10 +165,11 @@ def line_with_band(df, x: str, y: str, lo: str, hi: str, color: Optional[str] = 
     if color:
         enc["color"] = alt.Color(color)
     base = alt.Chart(df, title=title).encode(**enc)
+    # zero=False: accuracies live in a narrow band far from 0.
     band = base.mark_area(opacity=0.2).encode(
-        y=alt.Y(lo, title=y_title or _field(y)), y2=alt.Y2(hi))
+        y=alt.Y(lo, title=y_title or _field(y), scale=alt.Scale(zero=False)), y2=alt.Y2(hi))
     tooltip = [x, y, lo, hi] + ([color] if color else [])
-    line = base.mark_line(point=True).encode(y=alt.Y(y), tooltip=tooltip)
+    line = base.mark_line(point=True).encode(y=alt.Y(y, scale=alt.Scale(zero=False)), tooltip=tooltip)
     return alt.layer(band, line)
 
 

@@ -117,7 +117,7 @@ _STYLE_CELL = "text-align:left;vertical-align:top;padding:4px 8px;"
 def _html(rows: list[Claim]) -> str:
     n_ok = sum(r.holds for r in rows)
     out = [
-        '<table class="fairens-claims" style="border-collapse:collapse;">',
+        '<table class="fairens-claims" style="border-collapse:collapse;margin-left:0;">',
         f'<caption style="caption-side:top;text-align:left;font-weight:bold;">'
         f"Claims: {n_ok} of {len(rows)} hold</caption>",
         "<thead><tr>"

@@ -19,19 +19,27 @@ PROFILES = ("default", "smoke", "full")
 
 # Base training settings of each profile (fields of TrainConfig).
 BASE = {
-    "default": dict(dataset="mnist1d", model="cnn1d", members=5, epochs=15, batch_size=128,
-                    optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="cosine",
-                    device="cpu"),
-    "smoke": dict(dataset="mnist1d", dataset_options={"n_samples": 1200}, model="cnn1d", members=3,
-                  epochs=2, batch_size=64, device="cpu"),
-    "full": dict(dataset="cifar10_jpeg", model="resnet20", members=20, epochs=30, batch_size=512,
+    # A one-cycle SGD recipe: a cnn1d member reaches ~95% on mnist1d in 10 epochs (~2 s of CPU).
+    "default": dict(dataset="mnist1d", model="cnn1d", members=20, epochs=10, batch_size=64,
+                    optimizer="nesterov", lr=0.1, momentum=0.9, weight_decay=5e-4,
+                    schedule="triangular", warmup_epochs=2.5, device="cpu"),
+    "smoke": dict(dataset="mnist1d", dataset_options={"n_samples": 1500}, model="cnn1d", width=0.5,
+                  members=4, epochs=2, batch_size=64, optimizer="nesterov", lr=0.1,
+                  schedule="triangular", warmup_epochs=0.5, device="cpu"),
+    "full": dict(dataset="cifar10_jpeg", model="resnet20", members=50, epochs=30, batch_size=512,
                  optimizer="nesterov", lr=0.4, momentum=0.9, weight_decay=5e-4, schedule="triangular",
-                 warmup_epochs=6, label_smoothing=0.2, augment=("crop", "flip"), device="auto",
+                 warmup_epochs=6, label_smoothing=0.1, augment=("crop", "flip"), device="auto",
                  precision="bf16"),
 }
 
 # Chapter knobs that are not training fields (pool sizes, K, draws, ...), per profile.
-CHAPTERS: dict[str, dict[str, dict]] = {}
+CHAPTERS: dict[str, dict[str, dict]] = {
+    "bottom_k": {
+        "default": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100),
+        "smoke": dict(K=2, ks=[1, 2], draws=10),
+        "full": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100),
+    },
+}
 
 
 def chapter_settings(chapter: str | None, profile: str = "default", **parameters) -> SimpleNamespace:

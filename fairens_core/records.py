@@ -94,6 +94,17 @@ class RunRecord:
             out.append(model.eval())
         return out
 
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, device: str = "cpu", chunk: int = 1000) -> torch.Tensor:
+        """Logits (M, N, C) of every member on new inputs x (N, *input_shape), given in the
+        dataset's raw format (e.g. uint8 images, normalised here as in training)."""
+        from .ensemble import StackedEnsemble
+        from .train import prepare_inputs
+
+        ens = StackedEnsemble(self.models()).to(device).eval()
+        x = prepare_inputs(x, self.meta.get("mean"), self.meta.get("std"), torch.device(device))
+        return torch.cat([ens(c.expand(self.members, *c.shape)) for c in x.split(chunk)], 1).float().cpu()
+
     # ------------------------------------------------------------------ disk
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def prepare_inputs(x: torch.Tensor, mean, std, device) -> torch.Tensor:
+    """Raw dataset inputs -> float model inputs on `device`: uint8 images become (x/255 - mean)/std."""
+    x = x.to(device)
+    if x.dtype != torch.uint8:
+        return x.float()
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    mean = torch.tensor(mean, device=device).view(shape)
+    std = torch.tensor(std, device=device).view(shape)
+    return (x.float() / 255 - mean) / std
+
+
 @dataclass
 class DeviceData:
     """The dataset as float tensors on the training device (images normalised once)."""
@@ -59,14 +70,7 @@ class DeviceData:
 
     @classmethod
     def from_dataset(cls, ds: Dataset, device: torch.device) -> "DeviceData":
-        def prep(x):
-            x = x.to(device)
-            if ds.is_image:
-                mean = torch.tensor(ds.mean, device=device).view(1, -1, 1, 1)
-                std = torch.tensor(ds.std, device=device).view(1, -1, 1, 1)
-                return (x.float() / 255 - mean) / std
-            return x.float()
-
+        prep = lambda x: prepare_inputs(x, ds.mean, ds.std, device)  # noqa: E731
         return cls(prep(ds.x_train), ds.y_train.to(device), prep(ds.x_test), ds.y_test.to(device))
 
 
@@ -390,7 +394,7 @@ def assemble(cfg, ds, parts, device, wall_time) -> RunRecord:
     meta = {
         "dataset": ds.name, "task": ds.task, "classes": ds.classes, "num_classes": ds.num_classes,
         "input_shape": list(ds.input_shape), "n_train": len(ds.y_train), "n_test": len(ds.y_test),
-        "group_names": ds.group_names, "flops_per_example": model_flops(probe, ds.input_shape),
+        "group_names": ds.group_names, "mean": ds.mean, "std": ds.std, "flops_per_example": model_flops(probe, ds.input_shape),
         "parameters": sum(p.numel() for p in probe.parameters()),
         "steps_per_epoch": len(ds.y_train) // cfg.batch_size,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

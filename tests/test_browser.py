@@ -52,7 +52,7 @@ CHART_CELLS = [
     "from fairens_core import charts\n"
     "from fairens_core.claims import Claim, show_claims\n"
     "charts.enable()",
-    "df = pd.DataFrame({'members': [1, 2, 4, 8] * 2, 'acc': [.80, .84, .86, .87, .70, .76, .79, .81],\n"
+    "df = pd.DataFrame({'members': [1, 2, 3, 4] * 2, 'acc': [.80, .84, .86, .87, .70, .76, .79, .81],\n"
     "                   'group': ['top-k'] * 4 + ['bottom-k'] * 4})\n"
     "df['lo'], df['hi'] = df.acc - .01, df.acc + .01\n"
     "charts.line_with_band(df, 'members:Q', 'acc:Q', 'lo:Q', 'hi:Q', 'group:N', title='accuracy')",
@@ -60,13 +60,14 @@ CHART_CELLS = [
     "alt.Chart(df).mark_bar().encode(x='acc:Q', y='group:N').add_params(m)"
     ".transform_filter(alt.datum.members == m)",
     "show_claims([Claim('renders', 'here', 'yes', True), Claim('fails', 'there', 'no', False)])",
+    "import ipywidgets\ncharts.live_widget(ipywidgets.IntSlider(description='live only'))",
 ]
 
 
 def _test_page(path: Path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    intro = "# Browser test page\n\nOne chart, one slider chart and a claims table."
+    intro = "# Browser test page\n\nOne chart, one slider chart, a claims table and a widget."
     if MATH_OFFLINE:
         intro += "\n\nInline math $\\bar f = \\frac{1}{M}\\sum_j f_j$ and a display:\n\n$$L_\\beta = (1-\\beta)\\,L_{ind} + \\beta\\,L_{joint}$$"
     nb.cells = [nbformat.v4.new_markdown_cell(intro)] + [nbformat.v4.new_code_cell(c) for c in CHART_CELLS]
@@ -150,6 +151,7 @@ def test_every_page_renders_offline(site, tmp_path):
                 errors = []
                 page.on("console", lambda m, e=errors: m.type == "error" and e.append(f"console: {m.text}"))
                 page.on("pageerror", lambda exc, e=errors: e.append(f"pageerror: {exc}"))
+                page.on("response", lambda r, e=errors: r.status >= 400 and e.append(f"HTTP {r.status}: {r.url}"))
                 response = page.goto(f"{base}/{rel}", wait_until="load")
                 if response is None or response.status != 200:
                     problems.append(f"{rel}: HTTP {response.status if response else 'no response'}")
@@ -162,7 +164,8 @@ def test_every_page_renders_offline(site, tmp_path):
                 problems += [f"{rel}: {e}" for e in errors]
                 if rel == TEST_PAGE + ".html":
                     assert page.locator("table.fairens-claims tr.fairens-claim-fails").count() == 1
-                    assert page.locator(".fairens-chart .vega-bindings input[type=range]").count() == 1
+                    assert page.locator(".fairens-chart .vega-bindings input[type=range]").count() == 1, "no slider"
+                    assert page.locator(".fairens-needs-kernel").count() == 1, "no live-kernel note"
                     if MATH_OFFLINE:
                         assert page.locator("mjx-container").count() >= 2, "MathJax did not typeset"
                 if shots:

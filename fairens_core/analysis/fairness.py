@@ -1,0 +1,111 @@
+"""Part I analyses (paper 000, FAIR-Ensemble): who gains from a homogeneous ensemble.
+
+Each function turns a pool of member predictions into a tidy `pandas.DataFrame` that a
+chapter plots in a few lines. The metrics themselves live in `fairens_core.metrics`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import metrics as M
+
+GROUPS = ("all", "top-k", "bottom-k")
+
+
+def class_groups(probs: torch.Tensor, y: torch.Tensor, k: int, reference: int | None = None) -> dict:
+    """{"all": None, "top-k": (K,), "bottom-k": (K,)} class indices.
+
+    probs (M, N, C). Classes are ranked by the members' average per-class accuracy (stable:
+    one model's ranking is noisy, and choosing the worst classes of a model on the same test
+    set flatters its ensemble by regression to the mean) or, with `reference=m`, by member m
+    alone as in paper 000 §3.1.
+    """
+    ref = probs if reference is None else probs[reference]
+    return {"all": None, "top-k": M.top_k_classes(ref, y, k), "bottom-k": M.bottom_k_classes(ref, y, k)}
+
+
+def _group_acc(p: torch.Tensor, y: torch.Tensor, classes) -> float:
+    return M.accuracy(p, y) if classes is None else M.group_accuracy(p, y, classes)
+
+
+def single_model_accuracy(probs, y, groups) -> dict[str, float]:
+    """Average member's accuracy on each group: the 'single model' of every ratio."""
+    return {g: float(np.mean([_group_acc(p, y, c) for p in probs])) for g, c in groups.items()}
+
+
+def gain_curves(probs: torch.Tensor, y: torch.Tensor, k: int, sizes=None, draws: int = 100,
+                seed: int = 0, reference: int | None = None) -> pd.DataFrame:
+    """Accuracy and relative gain vs ensemble size for all / top-k / bottom-k classes.
+
+    Paper 000 Fig. 1-2 with the App. A.1 protocol: for each size S, `draws` random sets of S
+    members from the pool, probability-averaged; relative gain = ensemble accuracy on the group
+    / average single-model accuracy on the same group. Returns one row per (size, group) with
+    columns size, group, accuracy, accuracy_std, gain, gain_std.
+    """
+    groups = class_groups(probs, y, k, reference)
+    single = single_model_accuracy(probs, y, groups)
+
+    def metric(subset):
+        ens = M.mean_probs(subset)
+        return {g: _group_acc(ens, y, c) for g, c in groups.items()}
+
+    curves = M.ensemble_size_curve(metric, probs, sizes=sizes, draws=draws, seed=seed)
+    rows = []
+    for g, curve in curves.items():
+        for s, mean, std in zip(curve.sizes, curve.mean, curve.std):
+            rows.append({"size": s, "group": g, "accuracy": mean, "accuracy_std": std,
+                         "gain": mean / single[g], "gain_std": std / single[g]})
+    return pd.DataFrame(rows)
+
+
+def single_vs_ensemble(probs: torch.Tensor, y: torch.Tensor, k: int, reference: int | None = None) -> pd.DataFrame:
+    """Absolute accuracy (%) of the average single model and of the full ensemble (paper 000 Table 1)."""
+    groups = class_groups(probs, y, k, reference)
+    single = single_model_accuracy(probs, y, groups)
+    ens = M.mean_probs(probs)
+    table = pd.DataFrame({
+        "single": {g: 100 * single[g] for g in groups},
+        f"ensemble of {len(probs)}": {g: 100 * _group_acc(ens, y, c) for g, c in groups.items()},
+    }).T
+    table.columns = ["mean", f"top-{k}", f"bottom-{k}"]
+    return table
+
+
+def k_sweep(probs: torch.Tensor, y: torch.Tensor, ks, sizes=None, draws: int = 100, seed: int = 0) -> pd.DataFrame:
+    """`gain_curves` for several K, stacked with a column k (paper 000 Fig. 9, 12)."""
+    frames = [gain_curves(probs, y, k, sizes, draws, seed).assign(k=k) for k in ks]
+    return pd.concat(frames, ignore_index=True)
+
+
+def size_to_reach(curves: pd.DataFrame, fraction: float = 0.95) -> pd.DataFrame:
+    """Smallest ensemble size at which each group's gain reaches `fraction` of its final gain.
+
+    Gains are measured above 1 (the single model): a curve going from 1.00 to 1.04 reaches
+    95% of its gain at the first size with gain >= 1 + 0.95 * 0.04.
+    """
+    rows = []
+    for g, c in curves.sort_values("size").groupby("group", sort=False):
+        final = c["gain"].iloc[-1]
+        target = 1 + fraction * (final - 1)
+        reached = c.loc[c["gain"] >= target, "size"]
+        rows.append({"group": g, "final_gain": final, f"size_to_{int(fraction * 100)}pct": int(reached.iloc[0])})
+    return pd.DataFrame(rows).set_index("group")
+
+
+def subgroup_table(probs: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, names: list[str]) -> pd.DataFrame:
+    """Accuracy of the average member and of the ensemble on every subgroup (paper 000 App. H).
+
+    probs (M, N, C); groups (N,) integer codes; `names[code]` labels the subgroups.
+    """
+    single = [M.subgroup_accuracy(p, y, groups) for p in probs]
+    ens = M.subgroup_accuracy(M.mean_probs(probs), y, groups)
+    rows = []
+    for code in sorted(ens):
+        s = np.array([d[code] for d in single])
+        rows.append({"subgroup": names[int(code)], "n": int((groups == code).sum()),
+                     "single": s.mean(), "single_std": s.std(), "ensemble": ens[code],
+                     "gain": ens[code] / s.mean()})
+    return pd.DataFrame(rows)
