@@ -96,8 +96,10 @@ class RunRecord:
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, device: str = "cpu", chunk: int = 1000) -> torch.Tensor:
-        """Logits (M, N, C) of every member on new inputs x (N, *input_shape), given in the
-        dataset's raw format (e.g. uint8 images, normalised here as in training)."""
+        """Logits of every member on new inputs x, given in the
+        dataset's raw format (e.g. uint8 images, normalised here as in training).
+
+        ``x`` (N, ...) -> (M, N, C) float32 on the CPU."""
         from .ensemble import StackedEnsemble
         from .train import prepare_inputs
 

@@ -86,7 +86,7 @@ def _binned_calibration_error(
 def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, n_bins: int = 15) -> float:
     """Top-label expected calibration error with equal-width bins (Guo et al. 2017).
 
-    ECE = Σ_b (n_b / N) |acc_b − conf_b| where conf is the max probability and
+    ``ECE = Σ_b (n_b / N) |acc_b − conf_b|`` where conf is the max probability and
     acc whether its class is right.  Matches
     ``torchmetrics.functional.classification.multiclass_calibration_error``
     (norm "l1") with the same ``n_bins`` (tested), except that torchmetrics

@@ -144,7 +144,8 @@ def diversity_decomposition(
     """ERR, ERR-bar and DIV = ERR-bar − ERR computed from the losses (paper 001 Def. 4.1-4.2).
 
     Args:
-        preds: member outputs, members first:
+        preds: member outputs, members first.
+
             * ``loss="mse"``: (M, N) or (M, N, D) regression outputs f_j,
               L(f, y) = ‖f − y‖² (summed over D);
             * ``loss="ce_prob"``: (M, N, C) member probabilities p_j, ensemble

@@ -55,7 +55,7 @@ def _check_trajectories(trajectories: ArrayLike) -> torch.Tensor:
 def trajectory_l1_distance(trajectories: ArrayLike) -> float:
     """Mean absolute accuracy gap between runs, averaged over epochs (paper 000 §4.2).
 
-    For every epoch e, the absolute differences |a_i(e) - a_j(e)| are averaged
+    For every epoch e, the absolute differences ``|a_i(e) - a_j(e)|`` are averaged
     over all unordered pairs of runs i < j; the result is averaged over epochs.
 
     Args:
