@@ -39,15 +39,15 @@ class TrainConfig:
     members: int = 5
     seed: int = 0
     vary: str = "all"  # which sources differ between members, see randomness.VARY_PRESETS
-    # optimisation
-    epochs: int = 20
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.05
+    # optimisation (defaults: a one-cycle recipe that takes cnn1d to ~95% on mnist1d in 10 epochs)
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "nesterov"
+    lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
+    schedule: str = "triangular"  # linear warm-up over warmup_epochs, then linear decay to 0
+    warmup_epochs: float = 2.5
     milestones: tuple = (0.5, 0.75)  # multistep: fractions of training where lr *= gamma
     gamma: float = 0.1
     label_smoothing: float = 0.0

@@ -182,16 +182,12 @@ def train_phase(cfg, task, data, ens, opt, phase, members, history, steps_per_ep
         x = augment(data.x_train[idx], cfg.augment, [rnd.generator(s, "augment", step) for s in aug])
         y = data.y_train[idx]
         torch.manual_seed(rnd.derive_seed(cfg.seed, "dropout", step))  # model dropout masks
-        keep = None
-        if cfg.learner_dropout:
-            keep = torch.rand(len(members), generator=rnd.generator(cfg.seed, "learner_dropout", step)) >= cfg.learner_dropout
-            keep[torch.randint(len(members), (1,), generator=rnd.generator(cfg.seed, "keep_one", step))] = True
-            keep = keep.to(y.device)
         with _autocast(cfg, y.device):
-            out = ens(x).float()
-        if cfg.is_joint:
+            out = ens(x).float()  # (G, B, C): every member on its own batch
+        if cfg.is_joint:  # L_beta couples the members through their combined prediction
+            keep = learner_dropout_mask(cfg, len(members), step, y.device)
             loss, losses = augmented_loss(out, y[0], cfg.beta, task, cfg.combine, keep, cfg.label_smoothing)
-        else:
+        else:  # independent: the sum of the members' losses, so each gets its own gradient
             losses = member_losses(out, y, task, cfg.label_smoothing)
             loss, losses = losses.sum(), losses.detach()
         opt.zero_grad(set_to_none=True)
@@ -209,6 +205,15 @@ def train_phase(cfg, task, data, ens, opt, phase, members, history, steps_per_ep
             run_loss.zero_(), run_correct.zero_()
             seen = 0
             save_ckpt(step + 1)
+
+
+def learner_dropout_mask(cfg, n: int, step: int, device) -> torch.Tensor | None:
+    """(n,) bool: members kept in the ensemble term at `step` (paper 001 App. G.7); at least one."""
+    if not cfg.learner_dropout:
+        return None
+    keep = torch.rand(n, generator=rnd.generator(cfg.seed, "learner_dropout", step)) >= cfg.learner_dropout
+    keep[torch.randint(n, (1,), generator=rnd.generator(cfg.seed, "keep_one", step))] = True
+    return keep.to(device)
 
 
 def log_eval(cfg, task, data, ens, history, step, train_loss, train_acc):

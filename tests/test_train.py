@@ -15,7 +15,7 @@ from fairens_core.records import RunRecord
 from fairens_core.train import epoch_order, train_ensemble
 
 TINY = dict(dataset="mnist1d", dataset_options={"n_samples": 700}, model="cnn1d", width=0.5,
-            members=3, epochs=2, batch_size=64, lr=0.05, progress=False, device="cpu")
+            members=3, epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.5, progress=False, device="cpu")
 
 
 @pytest.fixture(autouse=True)
@@ -259,7 +259,7 @@ def test_errors_that_need_the_dataset_come_before_training(monkeypatch):
 # ---------------------------------------------------------------------------- CLI
 def test_cli_trains_then_hits_cache(cache, tmp_path):
     args = [sys.executable, "-m", "fairens_core", "train", "--members", "2", "--epochs", "1", "--width", "0.5",
-            "--dataset-options", "{'n_samples': 600}", "--batch-size", "64", "--quiet"]
+            "--dataset-options", "{'n_samples': 600}", "--warmup-epochs", "0", "--quiet"]
     env = {**__import__("os").environ, "FAIRENS_CACHE": str(cache)}
     first = subprocess.run(args, capture_output=True, text=True, env=env, check=True)
     assert "record:" in first.stdout and "ensemble accuracy" in first.stdout
