@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -59,13 +60,53 @@ def enable() -> None:
     alt.renderers.enable(RENDERER)
 
 
+def rounded(spec: dict, digits: int = 4) -> dict:
+    """The spec with the floats of its inline datasets kept to `digits` significant digits.
+
+    The charts show at most 3; NaN (which JSON lacks) becomes null.
+    """
+    def rnd(v):
+        if not isinstance(v, float):
+            return v
+        return float(f"{v:.{digits}g}") if math.isfinite(v) else None
+
+    def rows(data):
+        if not isinstance(data, list):
+            return data
+        return [{k: rnd(v) for k, v in r.items()} if isinstance(r, dict) else rnd(r) for r in data]
+
+    if "datasets" not in spec:
+        return spec
+    return {**spec, "datasets": {name: rows(data) for name, data in spec["datasets"].items()}}
+
+
+def compact(spec: dict, digits: int = 4) -> dict:
+    """`rounded`, with each inline dataset stored as one JSON string.
+
+    nbformat writes a notebook's JSON one key per line, so a 1,000-row frame stored as a
+    list would cost ~100 kB in the spec output alone; Vega-Lite parses a dataset given as a
+    JSON string exactly like the list it encodes.
+    """
+    spec = rounded(spec, digits)
+    if "datasets" not in spec:
+        return spec
+    return {**spec, "datasets": {name: data if isinstance(data, str) else
+                                 json.dumps(data, separators=(",", ":"), allow_nan=False)
+                                 for name, data in spec["datasets"].items()}}
+
+
 def render(spec: dict, **metadata) -> dict:
-    """Altair renderer: spec → MIME bundle (vega-lite JSON + offline HTML)."""
-    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    """Altair renderer: spec → MIME bundle (vega-lite JSON + offline HTML).
+
+    The HTML embeds the rounded datasets as JavaScript arrays rather than strings, which
+    would be escaped twice (in the script, then in the notebook's JSON).
+    """
+    small = compact(spec)
+    digest = hashlib.sha1(json.dumps(small, sort_keys=True).encode()).hexdigest()[:10]
     div_id = f"fairens-chart-{next(_ids)}-{digest}"
     return {
-        MIME_VEGALITE: spec,
-        "text/html": chart_html(spec, div_id),
+        MIME_VEGALITE: small,
+        "text/html": chart_html(rounded(spec), div_id),
         "text/plain": f"<fairens chart {div_id}: open in JupyterLab or the fairens book>",
     }
 
@@ -77,7 +118,7 @@ def chart_html(spec: dict, div_id: str) -> str:
     and says what is missing if ``vegaEmbed`` is not on the page at all.
     """
     # "</" inside a <script> would end it early.
-    spec_js = json.dumps(spec, sort_keys=True).replace("</", "<\\/")
+    spec_js = json.dumps(spec, sort_keys=True, separators=(",", ":")).replace("</", "<\\/")
     opts_js = json.dumps(EMBED_OPTIONS, sort_keys=True)
     return f"""<div id="{div_id}" class="fairens-chart"></div>
 <script type="text/javascript">

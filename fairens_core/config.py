@@ -64,6 +64,7 @@ class TrainConfig:
     reinit_from: str = "input"
     # what the record keeps
     track_predictions: int = 0  # per-epoch test probabilities of the first n examples (-1: all)
+    track_outputs: int = 0  # per-epoch raw outputs on the first n train and n test examples (-1: all)
     snapshot_weights: bool = False  # per-epoch flattened weights of every member
     save_weights: bool = True  # final weights (to rebuild the members later)
     # execution (not part of the cache key)
@@ -161,8 +162,10 @@ class TrainConfig:
             raise ValueError(f"device={self.device!r}: use 'auto', 'cpu' or 'cuda[:n]'")
         if self.max_group is not None:
             positive("max_group", self.max_group)
-        if not isinstance(self.track_predictions, int) or self.track_predictions < -1:
-            raise ValueError(f"track_predictions={self.track_predictions!r}: an integer >= -1 (-1: all)")
+        for name in ("track_predictions", "track_outputs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+                raise ValueError(f"{name}={value!r}: an integer >= -1 (-1: all)")
         sources = self.vary_sources  # raises on an unknown preset
 
         # objective (paper 001)

@@ -43,10 +43,17 @@ def ensemble_loss(outputs: torch.Tensor, y: torch.Tensor, task: str, combine: st
 
 def augmented_loss(outputs: torch.Tensor, y: torch.Tensor, beta: float, task: str, combine: str = "prob",
                    keep: torch.Tensor | None = None, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """M * L_beta and the per-member losses. outputs (M, B, C), y (B,) shared by all members."""
+    """M * L_beta and the per-member losses. outputs (M, B, C), y (B,) shared by all members.
+
+    With learner dropout (`keep`, (M,) bool, paper 001 App. G.7) the ensemble term is the loss
+    of the k kept members' combined prediction, scaled by k instead of M: each kept member then
+    gets a gradient of the same size as in plain joint training of k members (the ensemble
+    term's gradient per member shrinks as 1/k), and a dropped member gets none from it.
+    """
     M = outputs.shape[0]
     losses = member_losses(outputs, y.expand(M, -1), task, label_smoothing)
     total = losses.sum()
     if beta:
-        total = (1 - beta) * total + beta * M * ensemble_loss(outputs, y, task, combine, keep)
+        k = M if keep is None else keep.sum()
+        total = (1 - beta) * total + beta * k * ensemble_loss(outputs, y, task, combine, keep)
     return total, losses.detach()

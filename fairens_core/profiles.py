@@ -34,12 +34,220 @@ BASE = {
 
 # Chapter knobs that are not training fields (pool sizes, K, draws, ...), per profile.
 CHAPTERS: dict[str, dict[str, dict]] = {
+    # Part I ch. 4: pools = [model, width, members] (None: the profile's members). The first
+    # pool is chapter bottom_k's own (a cache hit); the others are cheap, weaker networks.
+    "churn": {
+        "default": dict(K=3, pairs=100, pools=[["cnn1d", 1, None], ["cnn1d", 0.5, 10],
+                                               ["cnn1d", 0.25, 10], ["mlp", 1, 10]]),
+        "smoke": dict(K=2, pairs=100, pools=[["cnn1d", 0.5, None], ["cnn1d", 0.25, None], ["mlp", 1, None]]),
+        "full": dict(K=3, pairs=100, pools=[["resnet20", 1, None], ["resnet8", 1, 20], ["wrn16", 2, 20],
+                                            ["vgg_small", 1, 20], ["small_cnn", 1, 20]]),
+    },
+    # Part I ch. 2: 10 MLPs on synthetic data with a 10% minority (a 50% test split leaves 500
+    # minority test examples), every ablation x 3 seeds (~3 s each on a CPU); Adult: the standard
+    # ensemble only (Init&BatchOrder = All without augmentation), 3 short epochs; depth-10 trees.
+    "minority_groups": {
+        "default": dict(
+            train=dict(dataset="synthetic", dataset_options={"n_samples": 10000, "test_fraction": 0.5},
+                       model="mlp", members=10, epochs=8, batch_size=256),
+            attribute="group", label=None, ablations=["batch_order", "init", "init+batch_order", "all"],
+            repeats=3, adult_train=dict(model="mlp", epochs=3, batch_size=512, warmup_epochs=1),
+            adult_ablations=["init+batch_order"], tree_depth=10),
+        "smoke": dict(
+            train=dict(dataset="synthetic", dataset_options={"n_samples": 2000, "test_fraction": 0.5},
+                       model="mlp", members=4, epochs=2, batch_size=256),
+            attribute="group", label=None, ablations=["batch_order", "init", "init+batch_order", "all"],
+            repeats=2, adult_train=dict(model="mlp", epochs=1, batch_size=1024),
+            adult_ablations=["init+batch_order"], tree_depth=6),
+        # Paper scale (GPU): CelebA blond vs not, the protected subgroup blond males (§3.1), 20
+        # ResNet-18s with crop/flip (so All and DA differ from Init&BatchOrder); Adult ablations.
+        "full": dict(
+            train=dict(dataset="celeba", dataset_options={"target": "Blond_Hair", "group": "Male"},
+                       model="resnet18", members=20, epochs=15, batch_size=512, warmup_epochs=3),
+            attribute="Male", label=1,
+            ablations=["batch_order", "init", "augmentation", "init+batch_order", "all"], repeats=3,
+            adult_train=dict(model="mlp", augment=(), precision="fp32", label_smoothing=0.0, epochs=20,
+                             batch_size=512, lr=0.1, warmup_epochs=2),
+            adult_ablations=["batch_order", "init", "init+batch_order", "all"], tree_depth=10),
+    },
+    # Part II ch. 2: no training of its own (it reuses the ensembles of chapters diversity and
+    # bottom_k); knobs of the L_beta grid, the free-prediction descent and the GAT check.
+    "augmented_objective": {
+        "default": dict(betas=[0, 0.25, 0.5, 0.75, 1, 1.25, 1.5], descent_betas=[0, 0.5, 1, 1.5, 2], steps=300,
+                        lr=0.05, alphas=[0.25, 0.5, 1, 2, 4], sizes=[2, 3, 5, 10, 20]),
+        "smoke": dict(betas=[0, 0.5, 1, 1.5], descent_betas=[0, 1, 2], steps=60, lr=0.05, alphas=[0.5, 1, 2],
+                      sizes=[2, 5]),
+        "full": dict(betas=[0, 0.25, 0.5, 0.75, 1, 1.25, 1.5], descent_betas=[0, 0.5, 1, 1.5, 2], steps=1000,
+                     lr=0.05, alphas=[0.25, 0.5, 1, 2, 4], sizes=[2, 3, 5, 10, 20]),
+    },
+    # Part I ch. 5: one ensemble per source of randomness (vary), all with an augmentation to vary
+    # and per-epoch predictions of the whole test set (trajectories). 6 x 5 cnn1d members by default.
+    "randomness": {
+        "default": dict(K=3, draws=100, train=dict(members=5, augment=("shift",), track_predictions=-1)),
+        "smoke": dict(K=2, draws=10, train=dict(members=3, augment=("shift",), track_predictions=-1)),
+        "full": dict(K=3, draws=100, train=dict(members=20, track_predictions=-1)),
+    },
+    # Part I ch. 3: chapter bottom_k's pool (no `train`, so a cache hit) on corrupted test inputs.
+    # corruptions None: all of the input's family; n_eval None: the whole test set.
+    "corruption": {
+        "default": dict(K=3, corruptions=None, severities=[1, 2, 3, 4, 5], sizes=[1, 2, 3, 5, 10, 20],
+                        draws=50, n_eval=None),
+        "smoke": dict(K=2, corruptions=["gaussian_noise", "shift"], severities=[1, 3, 5], sizes=[1, 2, 4],
+                      draws=5, n_eval=None),
+        "full": dict(K=3, corruptions=None, severities=[1, 2, 3, 4, 5], sizes=[1, 2, 3, 5, 10, 20, 30, 50],
+                     draws=100, n_eval=2000),
+    },
+    # Part II ch. 4 (paper 001 §6.1): L_beta MLP ensembles on tabular regression, members differing by
+    # init only (beta > 0 shares batches; beta = 0 uses the same vary for a like-for-like grid). 10 MLPs
+    # of 32 units, the book's one-cycle SGD for 30 epochs (~3 s per ensemble on diabetes); Abalone
+    # (abalone_train overrides) only where its file is present.
+    "tabular_collusion": {
+        "default": dict(train=dict(dataset="diabetes", dataset_options={}, model="mlp", width=0.25, members=10,
+                                   epochs=30, batch_size=32, lr=0.02, weight_decay=1e-2, warmup_epochs=2,
+                                   vary="init", save_weights=False),
+                        betas=[0, 0.25, 0.5, 0.75, 0.9, 1], repeats=3, dropout_ps=[0.2, 0.4, 0.6],
+                        dropout_repeats=100, abalone_train=dict(batch_size=128, epochs=15, warmup_epochs=1),
+                        abalone_repeats=2),
+        "smoke": dict(train=dict(dataset="diabetes", dataset_options={}, model="mlp", width=0.25, members=3,
+                                 epochs=2, batch_size=32, lr=0.02, weight_decay=1e-2, warmup_epochs=0.5,
+                                 vary="init", save_weights=False),
+                      betas=[0, 0.9, 1], repeats=2, dropout_ps=[0.2, 0.4, 0.6], dropout_repeats=10,
+                      abalone_train=dict(batch_size=512, epochs=1, warmup_epochs=0), abalone_repeats=0),
+        "full": dict(train=dict(dataset="diabetes", dataset_options={}, model="mlp", width=0.25, members=10,
+                                epochs=30, batch_size=32, optimizer="nesterov", lr=0.02, weight_decay=1e-2,
+                                schedule="triangular", warmup_epochs=2, augment=(), label_smoothing=0.0,
+                                precision="fp32", vary="init", save_weights=False),
+                     betas=[round(0.1 * i, 1) for i in range(11)], repeats=10, dropout_ps=[0.2, 0.4, 0.6],
+                     dropout_repeats=100, abalone_train=dict(batch_size=64, epochs=30, warmup_epochs=2),
+                     abalone_repeats=10),
+    },
+    # Part II ch. 5 (paper 001 §6.2, App. G.1): beta = 0 vs 1 trained with Adam at a constant learning
+    # rate, per-epoch raw outputs on train and test (track_outputs=-1). Default: diabetes, 5 MLPs,
+    # 60 epochs, 5 repeats; full: the paper's setting, CIFAR-10, 5 members, 100 epochs, 6 repeats.
+    "generalization": {
+        "default": dict(train=dict(dataset="diabetes", dataset_options={}, model="mlp", width=0.5, members=5,
+                                   epochs=60, batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                                   schedule="constant", warmup_epochs=0, vary="init", save_weights=False,
+                                   track_outputs=-1),
+                        betas=[0, 1], repeats=5, tail_epochs=10),
+        "smoke": dict(train=dict(dataset="diabetes", dataset_options={}, model="mlp", width=0.25, members=2,
+                                 epochs=3, batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                                 schedule="constant", warmup_epochs=0, vary="init", save_weights=False,
+                                 track_outputs=-1),
+                      betas=[0, 1], repeats=2, tail_epochs=2),
+        "full": dict(train=dict(members=5, epochs=100, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                                schedule="constant", warmup_epochs=0, label_smoothing=0.0, vary="init",
+                                save_weights=False, track_outputs=2000),
+                     betas=[0, 1], repeats=6, tail_epochs=10),
+    },
+    # Part II ch. 1: a small regression ensemble (its own `train`) next to chapter bottom_k's pool.
+    "diversity": {
+        "default": dict(train=dict(dataset="diabetes", model="mlp", width=0.5, members=5, epochs=10, batch_size=32,
+                                   lr=0.02, weight_decay=1e-2, warmup_epochs=2),
+                        hessian_members=5, hessian_examples=500),
+        "smoke": dict(train=dict(dataset="diabetes", dataset_options={}, model="mlp", width=0.5, members=3,
+                                 epochs=2, batch_size=32, lr=0.02, weight_decay=1e-2, warmup_epochs=0.5),
+                      hessian_members=3, hessian_examples=100),
+        "full": dict(train=dict(dataset="abalone", model="mlp", members=20, epochs=40, batch_size=64,
+                                optimizer="adam", lr=1e-3, weight_decay=0.0, warmup_epochs=2, augment=(),
+                                label_smoothing=0.0, precision="fp32"),
+                     hessian_members=10, hessian_examples=2000),
+    },
+    # Part II ch. 3: the L_beta sweep (paper 001 §3, §6.3, App. G.2-G.6). vary="init": joint training
+    # needs every member on the same batches, so beta = 0 uses them too and differs from beta = 1 by the
+    # objective alone. Per-epoch test predictions (track_predictions) give ensemble accuracy during
+    # training (Fig. 6 right). At beta = 0 the objective ignores `combine`, so the score-averaging sweep
+    # reuses the beta = 0 record. cnn_train (full only): Table 3's small CNN as a second sweep (App. G.4).
+    # ~1 min of 2-core CPU by default (width 0.5, 6 epochs).
+    "independent_vs_joint": {
+        "default": dict(train=dict(width=0.5, members=5, epochs=6, warmup_epochs=1.5, vary="init",
+                                   track_predictions=-1),
+                        betas=[0, 0.2, 0.4, 0.6, 0.8, 1], score_betas=[0, 0.4, 0.8, 1], large_members=10,
+                        large_betas=[0, 0.4, 0.8, 1], repeats=1, cnn_train=None),
+        "smoke": dict(train=dict(members=3, epochs=2, warmup_epochs=0.5, vary="init", track_predictions=-1),
+                      betas=[0, 0.5, 1], score_betas=[0, 1], large_members=4, large_betas=[0, 1], repeats=1,
+                      cnn_train=None),
+        "full": dict(train=dict(members=5, vary="init", label_smoothing=0.0, track_predictions=2000),
+                     betas=[0, 0.2, 0.4, 0.6, 0.8, 1], score_betas=[0, 0.2, 0.4, 0.6, 0.8, 1], large_members=10,
+                     large_betas=[0, 0.2, 0.4, 0.6, 0.8, 1], repeats=3,
+                     cnn_train=dict(model="small_cnn", dropout=0.1, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                                    schedule="constant", precision="fp32")),
+    },
+    # Part II ch. 6: joint training (beta = 1) with learner dropout (paper 001 App. G.7, Fig. 18), next to
+    # its independent (beta = 0) reference, with chapter independent_vs_joint's `train`: its beta = 0 and
+    # beta = 1 (p = 0) records are cache hits. ~1 min of 2-core CPU by default.
+    "learner_dropout": {
+        "default": dict(train=dict(width=0.5, members=5, epochs=6, warmup_epochs=1.5, vary="init",
+                                   track_predictions=-1),
+                        dropouts=[0, 0.2, 0.4, 0.6], repeats=1),
+        "smoke": dict(train=dict(members=3, epochs=2, warmup_epochs=0.5, vary="init", track_predictions=-1),
+                      dropouts=[0, 0.5], repeats=1),
+        "full": dict(train=dict(members=5, vary="init", label_smoothing=0.0, track_predictions=2000),
+                     dropouts=[0, 0.2, 0.4, 0.6], repeats=3),
+    },
+    # Part V ch. 1 (paper 004 §2.1, Fig. 1): one pool of `members` per width of one architecture; an
+    # n-member ensemble is a sub-ensemble of its width's pool (all subsets when there are <= draws of
+    # them). plateau_at: the size whose share of the pool's gain tests "diminishing returns". Default:
+    # cnn1d at four widths on mnist1d (~1.5 min of 2-core CPU); full: WRN-16-k, k in {1, 2, 4, 8}, on
+    # CIFAR-10 (GPU; max_group bounds memory of the widest pool).
+    "flops": {
+        "default": dict(train=dict(members=8), widths=[0.25, 0.5, 1, 2], sizes=None, draws=100, plateau_at=4),
+        "smoke": dict(train=dict(members=3), widths=[0.25, 0.5], sizes=None, draws=10, plateau_at=2),
+        "full": dict(train=dict(model="wrn16", members=8, max_group=4), widths=[1, 2, 4, 8], sizes=None, draws=100,
+                     plateau_at=4),
+    },
     "bottom_k": {
         "default": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100),
         "smoke": dict(K=2, ks=[1, 2], draws=10),
         "full": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100),
     },
 }
+
+
+# Part III (paper 002, coupling and re-initialisation). The four chapters train with one recipe,
+# so they share records: the book's one-cycle recipe on half-width cnn1d members (10 epochs on
+# mnist1d), every epoch's test predictions kept (forgetting events). Spawn times are fractions of
+# the T training steps: 0 (shared init only) and log-spaced from T/64 to T/2. K: ensemble size.
+# Default: 5 members per condition, ~5 s of 2-core CPU per ensemble. Full: the paper's ResNet-20 on
+# CIFAR-10 (GPU), without label smoothing (the chapters measure calibration).
+_PART3 = {
+    "default": dict(train=dict(width=0.5, members=5, track_predictions=-1),
+                    spawn_fractions=[0, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2], K=5),
+    "smoke": dict(train=dict(members=3, track_predictions=-1), spawn_fractions=[0, 1 / 4, 1 / 2], K=3),
+    "full": dict(train=dict(members=5, label_smoothing=0.0, track_predictions=2000),
+                 spawn_fractions=[0, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2], K=5),
+}
+CHAPTERS.update({
+    # Part III ch. 1 (§1-2, Fig. 1a-d, 2): no-coupling, coupled-order, coupled-to-t and
+    # coupled-to-t-reset at every spawn time; draws: K-subsets averaged when members > K.
+    "coupling": {p: dict(_PART3[p], draws=20) for p in PROFILES},
+    # Part III ch. 2 (Fig. 1e-f): symmetric KL between the children of one parent (chapter
+    # coupling's coupled-to-t-reset records) and between ensembles of `parents` different parents
+    # (seeds seed, seed + 1, ...: one more set of coupled-to-t-reset records per parent).
+    "function_space": {p: dict(_PART3[p], parents=2) for p in PROFILES},
+    # Part III ch. 3 (§2.1, Fig. 1g-h): forgetting_train overrides the recipe for one run of
+    # many members that differ only in their batch order, with a step schedule (lr x0.1 at 50%
+    # and 75% of training) to show its drops; Fig. 1h reuses chapter coupling's reset records.
+    "forgetting": {
+        "default": dict(_PART3["default"], forgetting_train=dict(members=10, vary="batch_order", epochs=20,
+                                                                 schedule="multistep", warmup_epochs=1)),
+        "smoke": dict(_PART3["smoke"], forgetting_train=dict(members=3, vary="batch_order", epochs=3,
+                                                             schedule="multistep", warmup_epochs=0.5)),
+        "full": dict(_PART3["full"], forgetting_train=dict(members=10, vary="batch_order", epochs=60,
+                                                           schedule="multistep", warmup_epochs=2)),
+    },
+    # Part III ch. 4 (§3, Fig. 1i-j, 3): children spawned at reinit_spawn (a fraction of training,
+    # one of the spawn_fractions, so that the no-re-init record is chapter coupling's) with a
+    # share of the parameters re-initialised from the input or the output side. fractions None:
+    # every layer boundary of the model (cnn1d has four layers); pairs: child pairs whose linear
+    # path is evaluated at `alphas` points.
+    "reinit": {
+        "default": dict(_PART3["default"], reinit_spawn=1 / 4, fractions=None, pairs=2, alphas=11),
+        "smoke": dict(_PART3["smoke"], reinit_spawn=1 / 4, fractions=None, pairs=1, alphas=5),
+        "full": dict(_PART3["full"], reinit_spawn=1 / 4, fractions=[0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0], pairs=2,
+                     alphas=11),
+    },
+})
 
 
 def chapter_settings(chapter: str | None, profile: str = "default", **parameters) -> SimpleNamespace:

@@ -12,6 +12,9 @@ Archive contents (M members, N test examples, C classes, E evaluation points, P 
     eval_step          (E,)      int64     optimizer step of each evaluation (end of epoch)
     train_loss, train_acc, test_loss, test_acc   (M, E) float32   per-epoch history
     test_probs_trajectory   (M, E, n, C) float16   optional: probabilities of the first n test examples
+    train_outputs_trajectory (M, E, n, C) float32  optional: raw outputs on the first n train examples
+    test_outputs_trajectory  (M, E, n, C) float32  optional: raw outputs on the first n test examples
+    y_train_tracked    (n,)      int64/float32   optional: targets of those n train examples
     weight_snapshots   (M, E, P) float32   optional: flattened weights at every evaluation
     weight/<name>      (M, ...)  float32   optional: final parameters and buffers
 """
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: learner dropout scales the ensemble term by the kept members (objectives.augmented_loss)
 
 
 def cache_root() -> Path:
@@ -53,6 +56,9 @@ class RunRecord:
     meta: dict = field(default_factory=dict)  # dataset info, device, wall time, flops, versions
     groups_test: dict[str, torch.Tensor] = field(default_factory=dict)
     test_probs_trajectory: torch.Tensor | None = None  # (M, E, n, C) float16
+    train_outputs_trajectory: torch.Tensor | None = None  # (M, E, n, C) float32 raw outputs, train split
+    test_outputs_trajectory: torch.Tensor | None = None  # (M, E, n, C) float32 raw outputs, test split
+    y_train_tracked: torch.Tensor | None = None  # (n,) targets of the train examples in train_outputs_trajectory
     weight_snapshots: torch.Tensor | None = None  # (M, E, P) float32
     weights: dict[str, torch.Tensor] | None = None  # name -> (M, ...) float32
     path: Path | None = None
@@ -115,6 +121,11 @@ class RunRecord:
         arrays.update(self.history)
         if self.test_probs_trajectory is not None:
             arrays["test_probs_trajectory"] = self.test_probs_trajectory.half()
+        for name in ("train_outputs_trajectory", "test_outputs_trajectory"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name).float()
+        if self.y_train_tracked is not None:
+            arrays["y_train_tracked"] = self.y_train_tracked
         if self.weight_snapshots is not None:
             arrays["weight_snapshots"] = self.weight_snapshots
         if self.weights is not None:
@@ -143,6 +154,8 @@ class RunRecord:
         return cls(config=sidecar["config"], key=sidecar["key"], test_logits=a["test_logits"],
                    y_test=a["y_test"], history=history, meta=sidecar["meta"],
                    groups_test=prefixed("group/"), test_probs_trajectory=a.get("test_probs_trajectory"),
+                   train_outputs_trajectory=a.get("train_outputs_trajectory"),
+                   test_outputs_trajectory=a.get("test_outputs_trajectory"), y_train_tracked=a.get("y_train_tracked"),
                    weight_snapshots=a.get("weight_snapshots"), weights=prefixed("weight/") or None, path=path)
 
 

@@ -115,7 +115,8 @@ class History:
     KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
     def __init__(self, state: dict | None = None):
-        self.state = state or {"eval_step": [], **{k: [] for k in self.KEYS}, "probs": [], "weights": []}
+        self.state = state or {"eval_step": [], **{k: [] for k in self.KEYS}, "probs": [], "weights": [],
+                               "train_outputs": [], "test_outputs": []}
 
     def add(self, step, **values):
         self.state["eval_step"].append(step)
@@ -216,6 +217,11 @@ def learner_dropout_mask(cfg, n: int, step: int, device) -> torch.Tensor | None:
     return keep.to(device)
 
 
+def tracked_count(n: int) -> int | None:
+    """A track_* field as a slice end: the first n examples, None (all) for -1."""
+    return None if n == -1 else n
+
+
 def log_eval(cfg, task, data, ens, history, step, train_loss, train_acc):
     logits = evaluate(ens, data.x_test, cfg)
     y = data.y_test.expand(ens.size, -1)
@@ -223,8 +229,11 @@ def log_eval(cfg, task, data, ens, history, step, train_loss, train_acc):
     test_acc = (logits.argmax(-1) == y).float().mean(1) if task == "classification" else torch.zeros_like(test_loss)
     extra = {}
     if cfg.track_predictions:
-        n = None if cfg.track_predictions == -1 else cfg.track_predictions
-        extra["probs"] = logits[:, :n].softmax(-1).half()
+        extra["probs"] = logits[:, :tracked_count(cfg.track_predictions)].softmax(-1).half()
+    if cfg.track_outputs:  # raw outputs (logits, or regression values) in eval mode, e.g. for train ERR/DIV
+        n = tracked_count(cfg.track_outputs)
+        extra["train_outputs"] = evaluate(ens, data.x_train[:n], cfg)
+        extra["test_outputs"] = logits[:, :n]
     if cfg.snapshot_weights:
         extra["weights"] = ens.flat_weights()
     history.add(step, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss, test_acc=test_acc, **extra)
@@ -410,4 +419,7 @@ def assemble(cfg, ds, parts, device, wall_time) -> RunRecord:
         config=cfg.key_fields(), key=cfg.key(), test_logits=torch.cat([p["test_logits"] for p in parts]),
         y_test=ds.y_test, history=history, meta=meta, groups_test=dict(ds.groups_test),
         test_probs_trajectory=cat("probs") if cfg.track_predictions else None,
+        train_outputs_trajectory=cat("train_outputs") if cfg.track_outputs else None,
+        test_outputs_trajectory=cat("test_outputs") if cfg.track_outputs else None,
+        y_train_tracked=ds.y_train[:tracked_count(cfg.track_outputs)] if cfg.track_outputs else None,
         weight_snapshots=cat("weights") if cfg.snapshot_weights else None, weights=weights)

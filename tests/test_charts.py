@@ -41,7 +41,7 @@ def test_enable_activates_renderer(chart):
     assert alt.renderers.active == charts.RENDERER
     bundle = bundle_of(chart)
     assert set(bundle) == {charts.MIME_VEGALITE, "text/html", "text/plain"}
-    assert bundle[charts.MIME_VEGALITE] == chart.to_dict()
+    assert bundle[charts.MIME_VEGALITE] == charts.compact(chart.to_dict())
 
 
 def test_html_loads_nothing_from_the_network(chart):
@@ -90,6 +90,26 @@ def test_spec_compiles_with_jupyterlabs_vegalite_5(chart):
     for version in (v5, versions[-1]):
         vega = vlc.vegalite_to_vega(chart.to_dict(), vl_version=version)
         assert vega["marks"]
+
+
+def test_compact_spec_draws_the_same_chart(chart):
+    """Datasets stored as rounded JSON strings render exactly like the original lists."""
+    import vl_convert as vlc
+
+    spec = chart.to_dict()
+    small = charts.compact(spec)
+    assert all(isinstance(v, str) for v in small["datasets"].values())
+    v5 = [v for v in vlc.get_vegalite_versions() if v.startswith("5.")][-1]
+    for version in (v5, None):
+        kw = {"vl_version": version} if version else {}
+        assert vlc.vegalite_to_svg(small, **kw) == vlc.vegalite_to_svg(spec, **kw)
+
+
+def test_compact_rounds_and_drops_nan():
+    import json
+
+    spec = {"datasets": {"d": [{"a": 0.123456789, "b": float("nan"), "c": "x", "n": 3}]}}
+    assert json.loads(charts.compact(spec)["datasets"]["d"]) == [{"a": 0.1235, "b": None, "c": "x", "n": 3}]
 
 
 def test_slider_binding():

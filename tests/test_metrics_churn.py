@@ -74,3 +74,11 @@ def test_pearson_r_matches_scipy():
     assert pearson_r(x, y) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
     assert pearson_r([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
     assert pearson_r([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_pearson_r_takes_pandas_series_by_position():
+    import pandas as pd
+
+    x = pd.Series([1.0, 2.0, 3.0, 4.0], index=[10, 11, 12, 13])
+    y = pd.Series([2.0, 4.0, 5.0, 9.0], index=[13, 12, 11, 10])  # a label-aligned r would differ
+    assert pearson_r(x, y) == pytest.approx(np.corrcoef(x.to_numpy(), y.to_numpy())[0, 1])

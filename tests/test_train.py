@@ -111,6 +111,43 @@ def test_record_contents_and_shapes():
     assert rec.history["test_acc"][:, -1].tolist() == pytest.approx(rec.member_accuracy().tolist(), abs=1e-3)
 
 
+def test_track_outputs_keeps_raw_train_and_test_outputs_per_epoch(tmp_path):
+    cfg = tiny(dataset="diabetes", dataset_options={}, model="mlp", members=2, epochs=2, batch_size=32,
+               track_outputs=-1)
+    rec = train_ensemble(cfg)
+    ds = train_mod.load_dataset("diabetes", None)
+    n_train, n_test = len(ds.y_train), len(ds.y_test)
+    assert rec.train_outputs_trajectory.shape == (2, 2, n_train, 1)
+    assert rec.test_outputs_trajectory.shape == (2, 2, n_test, 1)
+    assert torch.equal(rec.y_train_tracked, ds.y_train)
+    # raw regression outputs: the last epoch is the final model, and they give the logged test loss
+    torch.testing.assert_close(rec.test_outputs_trajectory[:, -1].half(), rec.test_logits)
+    mse = ((rec.test_outputs_trajectory[..., 0] - rec.y_test) ** 2).mean(-1)
+    torch.testing.assert_close(mse, rec.history["test_loss"])
+    torch.testing.assert_close(rec.train_outputs_trajectory[:, -1], rec.predict(ds.x_train), atol=1e-5, rtol=1e-5)
+    loaded = RunRecord.load(rec.save(tmp_path))
+    assert torch.equal(loaded.train_outputs_trajectory, rec.train_outputs_trajectory)
+    assert torch.equal(loaded.test_outputs_trajectory, rec.test_outputs_trajectory)
+    assert torch.equal(loaded.y_train_tracked, rec.y_train_tracked)
+    plain = train_ensemble(cfg.replace(track_outputs=0, epochs=1))
+    assert plain.train_outputs_trajectory is None and plain.y_train_tracked is None
+
+
+def test_track_outputs_first_n_are_logits_of_classifiers():
+    rec = train_ensemble(tiny(members=2, epochs=1, track_outputs=20, track_predictions=20))
+    assert rec.train_outputs_trajectory.shape == rec.test_outputs_trajectory.shape == (2, 1, 20, 10)
+    assert rec.y_train_tracked.shape == (20,)
+    torch.testing.assert_close(rec.test_outputs_trajectory.softmax(-1).half(), rec.test_probs_trajectory)
+
+
+@pytest.mark.parametrize("warmup", [0, 1])
+def test_constant_schedule_keeps_the_learning_rate_after_warmup(warmup):
+    cfg = tiny(schedule="constant", warmup_epochs=warmup)
+    factors = [train_mod.lr_factor(cfg, step, total=40, steps_per_epoch=10) for step in range(40)]
+    assert factors[10:] == [1.0] * 30
+    assert factors[:10] == ([1.0] * 10 if warmup == 0 else [(s + 1) / 10 for s in range(10)])
+
+
 # ---------------------------------------------------------------------------- coupling (paper 002)
 def test_children_identical_until_spawn_then_differ():
     spe = 700 * 8 // 10 // 64  # steps per epoch of TINY's train split
@@ -160,6 +197,21 @@ def test_l_beta_endpoints():
     keep = torch.tensor([True, False, True])
     torch.testing.assert_close(ensemble_loss(reg, t, "regression", keep=keep),
                                ((reg[[0, 2], :, 0].mean(0) - t) ** 2).mean())
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_learner_dropout_trains_the_kept_members_as_a_smaller_joint_ensemble(task):
+    torch.manual_seed(0)
+    out = torch.randn(5, 16, 4 if task == "classification" else 1, requires_grad=True)
+    y = torch.randint(0, 4, (16,)) if task == "classification" else torch.randn(16)
+    keep = torch.tensor([True, False, True, True, False])
+    loss, _ = augmented_loss(out, y, 1.0, task, keep=keep)
+    (grad,) = torch.autograd.grad(loss, out)
+    kept = out.detach()[keep].requires_grad_()
+    small, _ = augmented_loss(kept, y, 1.0, task)  # plain joint training of the 3 kept members
+    (grad_small,) = torch.autograd.grad(small, kept)
+    torch.testing.assert_close(grad[keep], grad_small)
+    assert grad[~keep].abs().max() == 0  # at beta = 1 a dropped member learns nothing from the batch
 
 
 def test_joint_training_runs_and_differs_from_independent():
@@ -235,7 +287,8 @@ def test_resume_equals_uninterrupted(monkeypatch, cache, execution, spawn):
     (dict(beta=0.5, execution="loop", vary="init"), "loop"), (dict(learner_dropout=0.3), "learner_dropout"),
     (dict(spawn_step=3, vary="init"), "spawn_step"), (dict(spawn_reset=True), "spawn_step"),
     (dict(dropout=1.0), "dropout"), (dict(device="tpu"), "device"), (dict(lr=0), "lr"),
-    (dict(track_predictions=-5), "track_predictions"), (dict(precision="fp8"), "precision"),
+    (dict(track_predictions=-5), "track_predictions"), (dict(track_outputs=True), "track_outputs"),
+    (dict(precision="fp8"), "precision"),
 ])
 def test_bad_config_is_rejected_with_the_field_named(changes, field):
     with pytest.raises(ValueError, match=field):

@@ -83,14 +83,18 @@ def k_sweep(probs: torch.Tensor, y: torch.Tensor, ks, sizes=None, draws: int = 1
 def size_to_reach(curves: pd.DataFrame, fraction: float = 0.95) -> pd.DataFrame:
     """Smallest ensemble size at which each group's gain reaches `fraction` of its final gain.
 
-    Gains are measured above 1 (the single model): a curve going from 1.00 to 1.04 reaches
-    95% of its gain at the first size with gain >= 1 + 0.95 * 0.04.
+    Gains are measured from 1 (the single model): a curve going from 1.00 to 1.04 reaches
+    95% of its gain at the first size with gain >= 1 + 0.95 * 0.04. A group the ensemble
+    hurts (final gain < 1) is measured the same way downwards; a flat one reaches at once.
     """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     rows = []
     for g, c in curves.sort_values("size").groupby("group", sort=False):
         final = c["gain"].iloc[-1]
-        target = 1 + fraction * (final - 1)
-        reached = c.loc[c["gain"] >= target, "size"]
+        direction = 1.0 if final >= 1 else -1.0
+        progress = direction * (c["gain"] - 1)  # movement towards the final gain
+        reached = c.loc[progress >= fraction * abs(final - 1) - 1e-12, "size"]
         rows.append({"group": g, "final_gain": final, f"size_to_{int(fraction * 100)}pct": int(reached.iloc[0])})
     return pd.DataFrame(rows).set_index("group")
 

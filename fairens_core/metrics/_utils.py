@@ -25,6 +25,8 @@ def as_tensor(x: ArrayLike, dtype: torch.dtype | None = None, device=None) -> to
     """
     if isinstance(x, (list, tuple)) and len(x) > 0 and isinstance(x[0], (torch.Tensor, np.ndarray)):
         x = torch.stack([torch.as_tensor(item) for item in x])
+    elif hasattr(x, "to_numpy"):  # pandas Series / DataFrame: by position, never by index label
+        x = x.to_numpy(copy=True)
     return torch.as_tensor(x, dtype=dtype, device=device)
 
 

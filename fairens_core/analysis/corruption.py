@@ -1,0 +1,186 @@
+"""Who gains from the ensemble when the test inputs are corrupted (paper 000 §3.2, Fig. 3 right, 21).
+
+The paper evaluates its CIFAR-100 ensembles on CIFAR-100-C (Hendrycks & Dietterich's 19
+corruptions at severities 1-5) and reports the relative gain of the ensemble over a single model
+for the top-k and bottom-k classes at each severity. The classes are ranked once, on the clean
+test set, and the same groups are then followed under corruption.
+
+Pipeline: `corrupted_probs` runs the members on every corrupted copy of the test inputs;
+`severity_gains` turns that into one row per (corruption, severity, group);
+`average_over_corruptions` adds the average over corruption types that the paper plots;
+`severity_curves` gives the gain against ensemble size (Fig. 3 right); `severity_trend`
+summarises how the gain moves with severity. `signal_examples` and `image_grid` show what the
+corruptions do to one input (the analogue of the paper's Fig. 20).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
+
+from .. import metrics as M
+from ..corruptions import SEVERITIES, corrupt, names_for
+from .fairness import class_groups, single_model_accuracy
+
+CLEAN = ("clean", 0)  # key of the uncorrupted inputs in a `corrupted_probs` dict
+AVERAGE = "average"   # corruption name of the rows of `average_over_corruptions`
+
+Probs = Mapping[tuple[str, int], torch.Tensor]
+
+
+def corrupted_probs(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                    corruptions: Sequence[str] | None = None, severities: Sequence[int] = SEVERITIES,
+                    seed: int = 0) -> dict[tuple[str, int], torch.Tensor]:
+    """Member probabilities on the clean and on every corrupted copy of x.
+
+    predict: raw inputs (N, ...) -> logits (M, N, C), e.g. `RunRecord.predict`. x: test inputs in
+    the dataset's raw format (see `fairens_core.corruptions.corrupt`); corruptions: None for all
+    that apply to x. Returns {(corruption, severity): probs (M, N, C)} with the clean inputs
+    under the key `CLEAN` = ("clean", 0).
+    """
+    corruptions = names_for(x) if corruptions is None else corruptions
+
+    def probs(inputs):
+        with torch.inference_mode():
+            return predict(inputs).float().softmax(-1)
+
+    out = {CLEAN: probs(x)}
+    for name in corruptions:
+        for s in severities:
+            out[(name, int(s))] = probs(corrupt(x, name, int(s), seed=seed))
+    return out
+
+
+def _accuracy(p: torch.Tensor, y: torch.Tensor, classes) -> float:
+    return M.accuracy(p, y) if classes is None else M.group_accuracy(p, y, classes)
+
+
+def _gain(ensemble: float, single: float) -> float:
+    """`metrics.relative_gain`, NaN where no member gets anything right (tiny smoke-test pools)."""
+    return M.relative_gain(float(ensemble), single) if single > 0 else float("nan")
+
+
+def severity_gains(probs_by: Probs, y: torch.Tensor, k: int) -> pd.DataFrame:
+    """Single-model and full-ensemble accuracy per corruption, severity and class group.
+
+    probs_by: the output of `corrupted_probs` (each value (M, N, C)); y (N,). The top-k and
+    bottom-k classes are those of the average member on the clean inputs (`fairness.class_groups`)
+    and stay fixed under corruption. Returns one row per (corruption, severity, group) with
+    columns corruption, severity, group ("all", "top-k", "bottom-k"), single (mean member
+    accuracy), ensemble (accuracy of the probability-averaged pool) and gain = ensemble / single.
+    Severity 0 repeats the clean inputs under every corruption name, so each line starts there.
+    The gain is NaN where the single-model accuracy is 0.
+    """
+    groups = class_groups(probs_by[CLEAN], y, k)
+    levels: dict[str, list[int]] = {}
+    for name, severity in probs_by:
+        if (name, severity) != CLEAN:
+            levels.setdefault(name, []).append(severity)
+    rows = []
+    for name, severities in levels.items():
+        for severity in [0, *sorted(severities)]:
+            probs = probs_by[CLEAN if severity == 0 else (name, severity)]
+            single = single_model_accuracy(probs, y, groups)
+            ensemble = M.mean_probs(probs)
+            for group, classes in groups.items():
+                acc = _accuracy(ensemble, y, classes)
+                rows.append({"corruption": name, "severity": severity, "group": group,
+                             "single": single[group], "ensemble": acc, "gain": _gain(acc, single[group])})
+    return pd.DataFrame(rows)
+
+
+def average_over_corruptions(frame: pd.DataFrame, by: Sequence[str] = ("severity", "group")) -> pd.DataFrame:
+    """Average over corruption types, as the paper does for each severity.
+
+    frame: rows of `severity_gains` or `severity_curves`. Single and ensemble accuracy are
+    averaged over corruptions and the gain is recomputed from the averages (the gain of the
+    average accuracy, not the average of per-corruption gains). Returns the columns of `frame`
+    with corruption = "average"; `by` lists the other key columns (add "size" for curves).
+    """
+    mean = frame.groupby(list(by), sort=False)[["single", "ensemble"]].mean().reset_index()
+    mean["gain"] = [_gain(e, s) for e, s in zip(mean["ensemble"], mean["single"])]
+    mean.insert(0, "corruption", AVERAGE)
+    return mean[[c for c in frame.columns if c in mean.columns]]
+
+
+def severity_curves(probs_by: Probs, y: torch.Tensor, k: int, sizes: Sequence[int] | None = None,
+                    draws: int = 100, seed: int = 0) -> pd.DataFrame:
+    """Gain against ensemble size for every corruption and severity (paper 000 Fig. 3 right).
+
+    Groups as in `severity_gains` (fixed on the clean inputs); sub-ensembles drawn with the App.
+    A.1 protocol of `metrics.ensemble_size_curve`, the same draws for every corruption. Returns
+    one row per (corruption, severity, size, group): single, ensemble (mean over draws), gain.
+    Clean inputs appear as corruption "clean", severity 0.
+    """
+    groups = class_groups(probs_by[CLEAN], y, k)
+    keys = list(probs_by)
+    n = len(y)
+    # All corrupted copies side by side, (M, len(keys) * N, C): one pass over the draws for all.
+    stacked = torch.cat([probs_by[key] for key in keys], dim=1)
+
+    def metric(subset):
+        # predicted labels, (len(keys), N): one "model" per corrupted copy
+        labels = M.mean_probs(subset).view(len(keys), n, -1).argmax(-1)
+        return {(i, g): float(acc) for g, c in groups.items() for i, acc in enumerate(_accuracy(labels, y, c))}
+
+    curves = M.ensemble_size_curve(metric, stacked, sizes=sizes, draws=draws, seed=seed)
+    rows = []
+    for i, (name, severity) in enumerate(keys):
+        single = single_model_accuracy(probs_by[(name, severity)], y, groups)
+        for group in groups:
+            curve = curves[(i, group)]
+            for size, acc in zip(curve.sizes, curve.mean):
+                rows.append({"corruption": name, "severity": severity, "size": size, "group": group,
+                             "single": single[group], "ensemble": float(acc), "gain": _gain(acc, single[group])})
+    return pd.DataFrame(rows)
+
+
+def severity_trend(frame: pd.DataFrame) -> pd.DataFrame:
+    """How each group's gain moves with severity, per corruption (rows of `severity_gains`).
+
+    Over severities >= 1: Spearman's rank correlation between severity and gain (+1: the gain
+    rises at every step), the gain at the lowest and at the highest severity, and their
+    difference. Indexed by (corruption, group).
+    """
+    rows = []
+    corrupted = frame[frame["severity"] > 0].sort_values("severity")
+    for (name, group), part in corrupted.groupby(["corruption", "group"], sort=False):
+        gain = part["gain"].to_numpy()
+        rho = spearmanr(part["severity"], gain).statistic if len(part) > 1 and np.ptp(gain) > 0 else np.nan
+        rows.append({"corruption": name, "group": group, "spearman": float(rho),
+                     "gain_low": gain[0], "gain_high": gain[-1], "change": gain[-1] - gain[0]})
+    return pd.DataFrame(rows).set_index(["corruption", "group"])
+
+
+def signal_examples(x: torch.Tensor, corruptions: Sequence[str], severities: Sequence[int],
+                    seed: int = 0) -> pd.DataFrame:
+    """One signal under every corruption and severity, for plotting (paper 000 Fig. 20's analogue).
+
+    x: (1, C, L) float, one signal; channel 0 is returned. Rows: corruption, severity, t, value.
+    """
+    rows = []
+    for name in corruptions:
+        for s in severities:
+            values = corrupt(x, name, int(s), seed=seed)[0, 0]
+            rows += [{"corruption": name, "severity": int(s), "t": t, "value": float(v)} for t, v in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def image_grid(x: torch.Tensor, corruptions: Sequence[str], severities: Sequence[int], seed: int = 0,
+               pad: int = 2) -> np.ndarray:
+    """One image under every corruption (rows) and severity (columns) as a single (H', W', 3) uint8 montage.
+
+    x: (1, C, H, W) uint8 with C = 1 or 3; cells are separated by `pad` white pixels.
+    """
+    cells = [[np.asarray(corrupt(x, name, int(s), seed=seed))[0] for s in severities] for name in corruptions]
+    _, height, width = cells[0][0].shape
+    grid = np.full((len(cells) * (height + pad), len(severities) * (width + pad), 3), 255, np.uint8)
+    for i, row in enumerate(cells):
+        for j, img in enumerate(row):
+            top, left = i * (height + pad), j * (width + pad)
+            grid[top:top + height, left:left + width] = np.broadcast_to(img, (3, height, width)).transpose(1, 2, 0)
+    return grid

@@ -1,0 +1,187 @@
+"""Part I, minority subgroups: does the ensemble help an under-represented group most?
+
+Paper 000 §3.1-3.2 (CelebA: blond *males*), §4.2-4.3 (which source of randomness matters)
+and App. H, Tables 2-3 (UCI Adult, >50K, by race and sex; an MLP and a decision-tree
+ensemble). The protected attribute is not the target: every test example carries a subgroup
+code (synthetic `group`, Adult `race` / `sex`, CelebA `Male`), and we compare the ensemble
+with its average member on every subgroup, optionally within one class only (the paper's
+">50K Female" row is the accuracy on the women who earn more than 50K).
+
+The functions return tidy `pandas.DataFrame`s; accuracies are fractions in [0, 1] until
+`summarize` turns them into percentages.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from .. import metrics as M
+from ..randomness import parse_vary
+from ..records import run
+from .fairness import subgroup_table
+
+# Paper 000 §4.2 names of the ablations: which sources of randomness differ between members.
+ABLATIONS = {
+    "batch_order": "BatchOrder",
+    "init": "Init",
+    "augmentation": "DA",
+    "init+batch_order": "Init&BatchOrder",
+    "all": "All",
+}
+
+
+def subgroup_rows(probs: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, names: list[str],
+                  label: int | None = None, pooled: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """Average member vs ensemble on every subgroup of one ensemble.
+
+    probs (M, N, C) member probabilities, y (N,) labels, groups (N,) codes indexing `names`.
+    `label`: keep only the examples of that class (paper 000 App. H rows are ">50K" examples).
+    `pooled`: extra subgroups made of several names, e.g. {"Nonwhite": [...]} (App. H Table 2).
+
+    One row per subgroup: "all" (every kept example), then `names` in code order (absent
+    ones skipped), then the pooled ones. Columns: subgroup, n, base (mean accuracy of the
+    members), ensemble (accuracy of the averaged probabilities), gain (ensemble / base, the
+    relative gain of §3.2), churn (mean pairwise disagreement of the members, §4.1 eq. 1).
+    """
+    groups = torch.as_tensor(groups)
+    if label is not None:
+        keep = y == label
+        probs, y, groups = probs[:, keep], y[keep], groups[keep]
+    subsets = {"all": list(names)} | {name: [name] for name in names} | dict(pooled or {})
+    rows = []
+    for subgroup, members in subsets.items():
+        mask = torch.isin(groups, torch.tensor([names.index(n) for n in members]))
+        if not mask.any():
+            continue
+        one = torch.zeros(int(mask.sum()), dtype=torch.int64)  # the whole subset as one group
+        row = subgroup_table(probs[:, mask], y[mask], one, [subgroup]).iloc[0]
+        churn = M.mean_pairwise_churn(probs[:, mask]) if len(probs) > 1 else 0.0
+        rows.append({"subgroup": subgroup, "n": row["n"], "base": row["single"], "ensemble": row["ensemble"],
+                     "gain": row["gain"], "churn": churn})
+    return pd.DataFrame(rows)
+
+
+def effective_vary(config) -> str:
+    """The sources of randomness that really differ between the members of `config`.
+
+    Varying the augmentation seed changes nothing when there is no augmentation (tabular
+    data), so "all" then trains exactly the members of "init+batch_order": same cache record.
+    """
+    sources = [s for s in parse_vary(config.vary) if s != "augmentation" or config.augment]
+    return "+".join(sources) or "none"
+
+
+def ablation_table(config, ablations, seeds, attribute: str, label: int | None = None,
+                   pooled: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """Train (or load) one ensemble per (ablation, seed) and measure every subgroup.
+
+    `config` is a TrainConfig whose `vary` is replaced by each ablation (a key of ABLATIONS
+    or any vary string) and whose `seed` by each of `seeds` (the repeats); `attribute` names
+    the dataset's group attribute; `label` and `pooled` as in `subgroup_rows`. Returns the
+    stacked `subgroup_rows` with first columns ablation (the paper's name), sources (what
+    actually differs, see `effective_vary`) and seed.
+    """
+    frames = []
+    for vary in ablations:
+        sources = effective_vary(config.replace(vary=vary))
+        for seed in seeds:
+            record = run(config.replace(vary=sources, seed=seed), quiet=True)
+            names = record.meta["group_names"][attribute]
+            rows = subgroup_rows(record.probs(), record.y_test, record.groups_test[attribute], names, label, pooled)
+            frames.append(rows.assign(ablation=ABLATIONS.get(vary, vary), sources=sources, seed=seed))
+    return _columns_first(pd.concat(frames, ignore_index=True), ["ablation", "sources", "seed"])
+
+
+def repeat_table(probs_by_seed: dict, data, attribute: str, model: str, label: int | None = None,
+                 pooled: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """`ablation_table`'s format for ensembles trained elsewhere (e.g. `trees.train_tree_ensemble`).
+
+    probs_by_seed {seed: (M, N_test, C) probs}; `data` has y_test, groups_test and group_names
+    (a `data.Dataset`); `model` fills the ablation and sources columns.
+    """
+    y, groups, names = data.y_test, data.groups_test[attribute], data.group_names[attribute]
+    frames = [subgroup_rows(p, y, groups, names, label, pooled).assign(ablation=model, sources=model, seed=seed)
+              for seed, p in probs_by_seed.items()]
+    return _columns_first(pd.concat(frames, ignore_index=True), ["ablation", "sources", "seed"])
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over the repeats of every (ablation, subgroup), in %.
+
+    Columns: ablation, subgroup, n, base, base_std, ensemble, ensemble_std, points
+    (ensemble - base), gain, gain_std, churn; rows in the order of `frame`. Standard
+    deviations are population ones (ddof=0), as for a handful of repeats in paper 000.
+    """
+    f = frame.assign(base=100 * frame["base"], ensemble=100 * frame["ensemble"], churn=100 * frame["churn"])
+    f["points"] = f["ensemble"] - f["base"]
+    grouped = f.groupby(["ablation", "subgroup"], sort=False)
+    mean, std = grouped.mean(numeric_only=True), grouped.std(ddof=0, numeric_only=True)
+    out = pd.DataFrame({
+        "n": mean["n"].round().astype(int),
+        "base": mean["base"], "base_std": std["base"],
+        "ensemble": mean["ensemble"], "ensemble_std": std["ensemble"],
+        "points": mean["points"], "gain": mean["gain"], "gain_std": std["gain"], "churn": mean["churn"],
+    })
+    return out.reset_index()
+
+
+def gain_by_role(frame: pd.DataFrame, minority: str | None = None, majority: str | None = None) -> pd.DataFrame:
+    """The rows of one minority and one majority subgroup of every ablation and repeat.
+
+    `frame` is an `ablation_table` / `repeat_table` frame. By default the minority is the
+    subgroup with the fewest examples and the majority the one with the most ("all" is
+    excluded, pooled rows are not: name them when you mean e.g. "Nonwhite" vs "White").
+    Columns: ablation, seed, role ("minority" / "majority"), subgroup, n, base, ensemble,
+    gain, churn.
+    """
+    parts = []
+    for ablation, f in frame[frame["subgroup"] != "all"].groupby("ablation", sort=False):
+        sizes = f.groupby("subgroup")["n"].mean()
+        for role, name in (("minority", minority or sizes.idxmin()), ("majority", majority or sizes.idxmax())):
+            parts.append(f[f["subgroup"] == name].assign(role=role))
+    columns = ["ablation", "seed", "role", "subgroup", "n", "base", "ensemble", "gain", "churn"]
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
+def minority_vs_majority(frame: pd.DataFrame, minority: str | None = None, majority: str | None = None) -> pd.DataFrame:
+    """Per ablation: does the minority gain more than the majority? (paper 000 §3.2, Fig. 3)
+
+    Subgroups chosen as in `gain_by_role`. The gap (minority gain - majority gain) is taken
+    within each repeat, then averaged. Columns: ablation, minority, majority, minority_gain,
+    majority_gain, gap, gap_std, minority_points, majority_points (ensemble - base, in points).
+    """
+    roles = gain_by_role(frame, minority, majority)
+    roles = roles.assign(points=100 * (roles["ensemble"] - roles["base"]))
+    rows = []
+    for ablation, f in roles.groupby("ablation", sort=False):
+        wide = f.pivot(index="seed", columns="role", values=["gain", "points"])
+        gap = wide["gain"]["minority"] - wide["gain"]["majority"]
+        names = f.groupby("role")["subgroup"].first()
+        rows.append({"ablation": ablation, "minority": names["minority"], "majority": names["majority"],
+                     "minority_gain": wide["gain"]["minority"].mean(), "majority_gain": wide["gain"]["majority"].mean(),
+                     "gap": gap.mean(), "gap_std": gap.std(ddof=0),
+                     "minority_points": wide["points"]["minority"].mean(),
+                     "majority_points": wide["points"]["majority"].mean()})
+    return pd.DataFrame(rows)
+
+
+def paper_table(summary: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """A `summarize` frame laid out like paper 000 App. H: "mean ± std" for base and ensemble.
+
+    Index (ablation, subgroup); columns n, base, ensemble (strings, %), points, gain, churn
+    (rounded to `digits`, `digits + 2` for the gain).
+    """
+    spread = lambda m, s: f"{m:.{digits}f} ± {s:.{digits}f}"  # noqa: E731
+    return pd.DataFrame({
+        "n": summary["n"].to_numpy(),
+        "base": [spread(m, s) for m, s in zip(summary["base"], summary["base_std"])],
+        "ensemble": [spread(m, s) for m, s in zip(summary["ensemble"], summary["ensemble_std"])],
+        "points": summary["points"].round(digits).to_numpy(),
+        "gain": summary["gain"].round(digits + 2).to_numpy(),
+        "churn": summary["churn"].round(digits).to_numpy(),
+    }, index=pd.MultiIndex.from_frame(summary[["ablation", "subgroup"]]))
+
+
+def _columns_first(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return frame[columns + [c for c in frame.columns if c not in columns]]

@@ -1,0 +1,61 @@
+"""Part I analyses: group curves, tables and the size-to-reach summary."""
+
+import pandas as pd
+import pytest
+import torch
+
+from fairens_core.analysis import fairness
+
+
+def _one_hot(labels, classes=3):
+    return torch.nn.functional.one_hot(torch.tensor(labels), classes).float()
+
+
+@pytest.fixture
+def pool():
+    # 3 members, 6 examples, 3 classes; class 0 is always right, classes 1-2 are split.
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    probs = torch.stack([
+        _one_hot([0, 0, 1, 0, 2, 0]),
+        _one_hot([0, 0, 0, 1, 0, 2]),
+        _one_hot([0, 0, 1, 1, 2, 2]),
+    ])
+    return probs, y
+
+
+def test_single_vs_ensemble_by_hand(pool):
+    probs, y = pool
+    table = fairness.single_vs_ensemble(probs, y, k=1)
+    # members: 4/6, 4/6, 6/6 -> 77.8%; the mean-prob vote gets all six right.
+    assert table.loc["single", "mean"] == pytest.approx(100 * 14 / 18)
+    assert table.loc["ensemble of 3", "mean"] == pytest.approx(100.0)
+    assert table.loc["single", "top-1"] == pytest.approx(100.0)  # class 0
+
+
+def test_gain_curves_start_at_one_and_end_at_the_pool(pool):
+    probs, y = pool
+    curves = fairness.gain_curves(probs, y, k=1, draws=20)
+    first = curves[curves["size"] == 1].set_index("group")["gain"]
+    assert first.to_numpy() == pytest.approx([1, 1, 1], abs=1e-9)
+    last = curves[curves["size"] == 3].set_index("group")
+    assert last.loc["all", "accuracy"] == pytest.approx(1.0)
+    assert last.loc["all", "gain"] == pytest.approx(18 / 14)
+
+
+def _curves(rows):
+    return pd.DataFrame([{"size": s, "group": g, "gain": v} for g, vals in rows.items()
+                         for s, v in zip(range(1, len(vals) + 1), vals)])
+
+
+def test_size_to_reach_by_hand():
+    curves = _curves({"rising": [1.0, 1.02, 1.039, 1.04], "falling": [1.0, 0.99, 0.981, 0.98],
+                      "flat": [1.0, 1.0, 1.0, 1.0]})
+    reach = fairness.size_to_reach(curves, 0.95)
+    # rising needs gain >= 1.038 (size 3); falling needs <= 0.981 (size 3); flat at once.
+    assert reach["size_to_95pct"].to_dict() == {"rising": 3, "falling": 3, "flat": 1}
+    assert reach.loc["falling", "final_gain"] == pytest.approx(0.98)
+
+
+def test_size_to_reach_rejects_a_bad_fraction():
+    with pytest.raises(ValueError, match="fraction"):
+        fairness.size_to_reach(_curves({"a": [1.0, 1.1]}), 1.5)

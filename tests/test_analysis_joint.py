@@ -1,0 +1,161 @@
+"""Part II analyses (paper 001): independent vs joint training and learner dropout (no training)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fairens_core.analysis import joint as J
+from fairens_core.records import RunRecord
+
+
+def _logits_from_probs(p) -> torch.Tensor:
+    return torch.tensor(p, dtype=torch.float64).log()
+
+
+# Two members, two examples, two classes. Example 0 (label 0): member 1 says 0.8, member 2
+# says 0.4 for class 0, so only member 1 is right and the probability average (0.6) is right.
+# Example 1 (label 1): both right (0.7 and 0.9), average 0.8.
+PROBS = [[[0.8, 0.2], [0.3, 0.7]],
+         [[0.4, 0.6], [0.1, 0.9]]]
+LABELS = torch.tensor([0, 1])
+
+
+def _record(probs=PROBS, labels=LABELS, traj=None, **config) -> RunRecord:
+    logits = _logits_from_probs(probs)
+    m = logits.shape[0]
+    history = {"eval_step": torch.tensor([1, 2]), "test_acc": torch.tensor([[0.5, 1.0]] * m),
+               "test_loss": torch.zeros(m, 2), "train_loss": torch.zeros(m, 2), "train_acc": torch.zeros(m, 2)}
+    return RunRecord(config={"beta": 0.0, "learner_dropout": 0.0, "combine": "prob", "seed": 0, **config},
+                     key="k", test_logits=logits.float(), y_test=labels, history=history,
+                     test_probs_trajectory=traj)
+
+
+def test_ensemble_metrics_by_hand_probability_averaging():
+    out = J.ensemble_metrics(_logits_from_probs(PROBS), LABELS, "prob")
+    assert out["members"] == 2
+    assert out["ensemble_acc"] == 1.0
+    assert out["member_acc"] == 0.75 and out["member_acc_min"] == 0.5
+    err = (-math.log(0.6) - math.log(0.8)) / 2
+    err_bar = (-math.log(0.8) - math.log(0.7) - math.log(0.4) - math.log(0.9)) / 4
+    assert out["ERR"] == pytest.approx(err, abs=1e-12)
+    assert out["ERR_bar"] == pytest.approx(err_bar, abs=1e-12)
+    assert out["DIV"] == pytest.approx(err_bar - err, abs=1e-12)
+
+
+def test_ensemble_metrics_by_hand_score_averaging():
+    # the softmax of averaged log-probabilities is the normalised geometric mean
+    out = J.ensemble_metrics(_logits_from_probs(PROBS), LABELS, "score")
+    g0 = math.sqrt(0.8 * 0.4) / (math.sqrt(0.8 * 0.4) + math.sqrt(0.2 * 0.6))
+    g1 = math.sqrt(0.7 * 0.9) / (math.sqrt(0.7 * 0.9) + math.sqrt(0.3 * 0.1))
+    assert out["ERR"] == pytest.approx((-math.log(g0) - math.log(g1)) / 2, abs=1e-12)
+    assert out["ensemble_acc"] == 1.0 and out["member_acc"] == 0.75
+
+
+def test_combine_changes_the_ensemble_prediction():
+    # 3 classes, label 2: arithmetic mean (.355, .305, .34) picks class 0,
+    # geometric mean (.084, .077, .336) picks class 2
+    probs = [[[0.7, 0.01, 0.29]], [[0.01, 0.6, 0.39]]]
+    logits, y = _logits_from_probs(probs), torch.tensor([2])
+    assert J.ensemble_metrics(logits, y, "prob")["ensemble_acc"] == 0.0
+    assert J.ensemble_metrics(logits, y, "score")["ensemble_acc"] == 1.0
+    assert J.ensemble_metrics(logits, y, "prob")["member_acc"] == 0.0
+    with pytest.raises(ValueError):
+        J.ensemble_metrics(logits, y, "vote")
+    with pytest.raises(ValueError):
+        J.ensemble_metrics(logits[0], y)
+
+
+def test_identical_members_have_no_diversity():
+    logits = _logits_from_probs([PROBS[0], PROBS[0], PROBS[0]])
+    for combine in ("prob", "score"):
+        out = J.ensemble_metrics(logits, LABELS, combine)
+        assert out["DIV"] == pytest.approx(0, abs=1e-12)
+        assert out["ERR"] == pytest.approx(out["ERR_bar"], abs=1e-12)
+        assert out["ensemble_acc"] == out["member_acc"] == 1.0
+
+
+def test_sweep_tables_sort_and_read_the_config():
+    records = [_record(beta=1.0), _record(beta=0.0), _record(beta=0.5, combine="score")]
+    table = J.sweep_table(records)
+    assert table.beta.tolist() == [0.0, 0.5, 1.0]
+    assert table["combine"].tolist() == ["prob", "score", "prob"]  # evaluated as trained
+    assert J.sweep_table(records, combine="score")["combine"].unique().tolist() == ["score"]
+    sweep = J.beta_sweep_table({b: r for b, r in zip("abc", records)})
+    assert len(sweep) == 3 and (sweep.seeds == 1).all() and (sweep.ensemble_acc_se == 0).all()
+    assert sweep.loc[sweep.beta == 0, "member_acc"].item() == 0.75
+
+
+def test_dropout_table_keeps_dropout_rows_apart():
+    records = [_record(beta=1.0, learner_dropout=p) for p in (0.4, 0.0, 0.2)] + [_record()]
+    table = J.dropout_table(records)
+    assert list(zip(table.beta, table.learner_dropout)) == [(0.0, 0.0), (1.0, 0.0), (1.0, 0.2), (1.0, 0.4)]
+
+
+def test_average_seeds_by_hand():
+    table = pd.DataFrame({"beta": [0.0, 0.0, 1.0], "seed": [0, 1, 0],
+                          **{m: [0.8, 0.9, 0.5] for m in J.METRICS}})
+    out = J.average_seeds(table, ["beta"]).set_index("beta")
+    assert out.loc[0.0, "seeds"] == 2 and out.loc[1.0, "seeds"] == 1
+    assert out.loc[0.0, "ensemble_acc"] == pytest.approx(0.85)
+    assert out.loc[0.0, "ensemble_acc_se"] == pytest.approx(math.sqrt(0.005) / math.sqrt(2))  # = 0.05
+    assert out.loc[1.0, "DIV_se"] == 0.0
+
+
+def test_training_curves_from_trajectory():
+    # epoch 1: both members predict class 0 for both examples (ensemble 50%); epoch 2: the final PROBS
+    first = torch.tensor([[[0.9, 0.1], [0.9, 0.1]], [[0.6, 0.4], [0.6, 0.4]]])
+    traj = torch.stack([first, torch.tensor(PROBS)], 1).half()  # (M, E, n, C)
+    curves = J.training_curves([_record(traj=traj, beta=1.0)])
+    assert curves.epoch.tolist() == [1, 2]
+    assert curves.ensemble_acc.tolist() == [0.5, 1.0]
+    assert curves.member_acc.tolist() == [0.5, 1.0]  # from the history
+    assert (curves.beta == 1.0).all()
+    score = J.training_curves([_record(traj=traj)], combine="score")
+    assert score.ensemble_acc.tolist() == [0.5, 1.0] and (score["combine"] == "score").all()
+    assert J.training_curves([_record()]).ensemble_acc.isna().all()  # no trajectory kept
+
+
+def test_late_rise_share():
+    betas = [0, 0.5, 0.8, 1]
+    assert J.late_rise_share(pd.Series([0.0, 0.1, 0.2, 1.0], index=betas)) == pytest.approx(0.8)
+    assert J.late_rise_share(pd.Series([0.0, 1.0, 2.0, 3.0], index=[0, 1, 2, 3])) == pytest.approx(1 / 3)
+    # the index order, not the row order, decides which step is the last
+    assert J.late_rise_share(pd.Series([1.0, 0.0, 0.2], index=[1, 0, 0.5])) == pytest.approx(0.8)
+    assert np.isnan(J.late_rise_share(pd.Series([1.0, 0.5], index=[0, 1])))
+    with pytest.raises(ValueError):
+        J.late_rise_share(pd.Series([1.0], index=[0]))
+
+
+def test_seeds():
+    assert J.seeds(3, 2) == [3, 4]
+    assert J.seeds(0, 1) == [0]
+
+
+def test_readable_and_long_format():
+    table = J.beta_sweep_table([_record(), _record(beta=1.0, seed=1), _record(beta=1.0, seed=2)])
+    shown = J.readable(table)
+    assert list(shown.columns) == ["beta", "ensemble acc %", "member acc %", "weakest member %",
+                                   "ERR (ensemble loss)", "DIV"]
+    assert shown["member acc %"].tolist() == [75.0, 75.0] and shown["weakest member %"].tolist() == [50.0, 50.0]
+    long = J.long_format(table, {"ensemble_acc": "ensemble", "member_acc": "member"}, scale=100)
+    assert len(long) == 4 and set(long.quantity) == {"ensemble", "member"}
+    assert long.value.tolist() == [100.0, 100.0, 75.0, 75.0]
+    assert (long.lo == long.value).all() and (long.hi == long.value).all()  # identical seeds: se 0
+    table.loc[0, "member_acc_se"] = 0.01
+    long = J.long_format(table, {"member_acc": "member"}, scale=100)
+    assert long.lo.iloc[0] == pytest.approx(73.0) and long.hi.iloc[0] == pytest.approx(77.0)
+
+
+def test_member_table():
+    rec = _record(beta=1.0, learner_dropout=0.2)
+    rec.history["train_loss"] = torch.tensor([[9.0, 0.5], [9.0, 7.0]])
+    table = J.member_table([rec, _record()])
+    assert len(table) == 4
+    first = table[table.beta == 1.0]
+    assert first.accuracy.tolist() == [1.0, 0.5] and first.final_train_loss.tolist() == [0.5, 7.0]
+    assert (first.learner_dropout == 0.2).all() and first.member.tolist() == [0, 1]

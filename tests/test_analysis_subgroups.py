@@ -1,0 +1,152 @@
+"""Minority-subgroup analyses (paper 000 §3.2, App. H) and the decision-tree ensembles."""
+
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+
+from fairens_core import TrainConfig
+from fairens_core.analysis import subgroups as S
+from fairens_core.data import Dataset
+from fairens_core.train import train_ensemble
+from fairens_core.trees import train_tree_ensemble
+
+
+def one_hot(labels, classes=2):
+    """(M, N) predicted labels -> (M, N, C) 'probabilities' (one-hot)."""
+    return torch.nn.functional.one_hot(torch.tensor(labels), classes).float()
+
+
+# Six examples, all of class 1: four in group 0 ("a"), two in group 1 ("b").
+Y = torch.tensor([1, 1, 1, 1, 1, 1])
+GROUPS = torch.tensor([0, 0, 0, 0, 1, 1])
+# Three members. Group a: every member right on 3 of 4 (the same 3): no gain.
+# Group b: each member right on one example, but the majority vote is right on both.
+PROBS = one_hot([[1, 1, 1, 0, 1, 0],
+                 [1, 1, 1, 0, 0, 1],
+                 [1, 1, 1, 0, 1, 1]])
+DATA = SimpleNamespace(y_test=Y, groups_test={"g": GROUPS}, group_names={"g": ["a", "b"]})
+
+
+def test_subgroup_rows_by_hand():
+    rows = S.subgroup_rows(PROBS, Y, GROUPS, ["a", "b"]).set_index("subgroup")
+    assert list(rows.index) == ["all", "a", "b"]
+    assert rows.loc["a", "n"] == 4 and rows.loc["b", "n"] == 2
+    assert rows.loc["a", "base"] == pytest.approx(0.75) and rows.loc["a", "gain"] == pytest.approx(1.0)
+    assert rows.loc["b", "base"] == pytest.approx(2 / 3)  # members right on 1, 1, 2 of 2
+    assert rows.loc["b", "ensemble"] == pytest.approx(1.0)
+    assert rows.loc["b", "gain"] == pytest.approx(1.5)
+    assert rows.loc["a", "churn"] == 0.0
+    assert rows.loc["b", "churn"] == pytest.approx((1 + 0.5 + 0.5) / 3)  # pairs (0,1), (0,2), (1,2)
+    assert rows.loc["all", "base"] == pytest.approx((4 / 6 + 4 / 6 + 5 / 6) / 3)
+
+
+def test_label_keeps_one_class_and_pooled_groups_add_rows():
+    y = torch.tensor([0, 1, 1, 1, 0])
+    groups = torch.tensor([0, 1, 2, 2, 2])
+    probs = one_hot([[0, 1, 0, 1, 1]])  # right, right, wrong, right, wrong
+    rows = S.subgroup_rows(probs, y, groups, ["a", "b", "c"], label=1, pooled={"b+c": ["b", "c"]})
+    rows = rows.set_index("subgroup")
+    assert list(rows.index) == ["all", "b", "c", "b+c"]  # "a" has no example of class 1
+    assert rows.loc["b", "base"] == 1.0 and rows.loc["c", "base"] == 0.5 and rows.loc["c", "n"] == 2
+    assert rows.loc["b+c", "n"] == 3 and rows.loc["b+c", "base"] == pytest.approx(2 / 3)
+    assert rows.loc["all", "churn"] == 0.0  # a single member disagrees with nobody
+
+
+def test_repeat_table_summarize_and_minority_vs_majority():
+    flipped = PROBS.flip(0)  # same members, other order: identical numbers
+    frame = S.repeat_table({0: PROBS, 1: flipped}, DATA, "g", model="m")
+    assert list(frame.columns[:3]) == ["ablation", "sources", "seed"]
+    assert len(frame) == 6
+    summary = S.summarize(frame).set_index("subgroup")
+    assert summary.loc["b", "base"] == pytest.approx(100 * 2 / 3)
+    assert summary.loc["b", "points"] == pytest.approx(100 / 3)
+    assert summary.loc["b", "base_std"] == 0.0 and summary.loc["b", "gain"] == pytest.approx(1.5)
+    gains = S.minority_vs_majority(frame).iloc[0]
+    assert (gains["minority"], gains["majority"]) == ("b", "a")
+    assert gains["gap"] == pytest.approx(0.5) and gains["gap_std"] == 0.0
+    named = S.minority_vs_majority(frame, minority="a", majority="b").iloc[0]
+    assert named["gap"] == pytest.approx(-0.5)
+    table = S.paper_table(S.summarize(frame))
+    assert table.loc[("m", "b"), "base"] == "66.7 ± 0.0" and table.loc[("m", "b"), "gain"] == 1.5
+
+
+def test_summarize_std_is_over_seeds():
+    frame = pd.DataFrame({"ablation": "x", "sources": "x", "seed": [0, 1], "subgroup": "g", "n": 10,
+                          "base": [0.5, 0.7], "ensemble": [0.6, 0.8], "gain": [1.2, 8 / 7], "churn": [0.1, 0.3]})
+    row = S.summarize(frame).iloc[0]
+    assert row["base"] == pytest.approx(60) and row["base_std"] == pytest.approx(10)
+    assert row["points"] == pytest.approx(10) and row["churn"] == pytest.approx(20)
+
+
+def test_effective_vary_drops_augmentation_without_augmentations():
+    assert S.effective_vary(TrainConfig(vary="all")) == "init+batch_order"
+    assert S.effective_vary(TrainConfig(vary="augmentation")) == "none"
+    assert S.effective_vary(TrainConfig(vary="all", augment=("flip",))) == "init+batch_order+augmentation"
+    assert S.effective_vary(TrainConfig(vary="batch_order", augment=("flip",))) == "batch_order"
+
+
+TINY = dict(dataset="synthetic", dataset_options={"n_samples": 300}, model="mlp", width=0.25, members=2,
+            epochs=1, batch_size=64, warmup_epochs=0, schedule="constant", device="cpu", progress=False)
+
+
+def test_all_equals_init_batch_order_without_augmentation():
+    """What lets `ablation_table` reuse the Init&BatchOrder record for All on tabular data."""
+    every = train_ensemble(TrainConfig(**TINY, vary="all"))
+    two = train_ensemble(TrainConfig(**TINY, vary="init+batch_order"))
+    assert torch.equal(every.test_logits, two.test_logits)
+
+
+def test_ablation_table_runs_each_distinct_config_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path))
+    monkeypatch.delenv("FAIRENS_RECORDS", raising=False)
+    frame = S.ablation_table(TrainConfig(**TINY), ["init+batch_order", "all", "init"], [0, 1], "group")
+    assert len(list((tmp_path / "records").glob("*.npz"))) == 4  # All shares Init&BatchOrder's records
+    assert set(frame["subgroup"]) == {"all", "majority", "minority"}
+    assert frame.groupby("ablation")["sources"].first().to_dict() == {
+        "All": "init+batch_order", "Init": "init", "Init&BatchOrder": "init+batch_order"}
+    same = frame[frame.ablation == "All"].drop(columns="ablation").reset_index(drop=True)
+    assert same.equals(frame[frame.ablation == "Init&BatchOrder"].drop(columns="ablation").reset_index(drop=True))
+
+
+def tree_dataset():
+    """Class 1 iff x0 > 0; x1 is an exact copy of x0, so every split on x0 ties with one on x1."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, generator=g)
+    x[:, 1] = x[:, 0]
+    y = (x[:, 0] > 0).long()
+    return Dataset(name="toy", task="classification", x_train=x[:150], y_train=y[:150], x_test=x[150:],
+                   y_test=y[150:], classes=["0", "1"])
+
+
+def test_tree_ensemble_shapes_probabilities_and_seeds():
+    ds = tree_dataset()
+    probs = train_tree_ensemble(ds, members=3, max_depth=2, seed=0)
+    assert probs.shape == (3, 50, 2)
+    assert torch.allclose(probs.sum(-1), torch.ones(3, 50))
+    assert (probs.argmax(-1) == ds.y_test).float().mean() > 0.95
+    assert torch.equal(probs, train_tree_ensemble(ds, members=3, max_depth=2, seed=0))
+
+
+def test_trees_without_feature_sampling_only_break_ties():
+    ds = tree_dataset()
+    probs = train_tree_ensemble(ds, members=6, max_depth=3, seed=1)
+    assert all(torch.equal(probs[0], p) for p in probs)  # random_state only picks x0 or x1
+    sampled = train_tree_ensemble(ds, members=6, max_depth=3, seed=1, max_features=1)
+    assert any(not torch.equal(sampled[0], p) for p in sampled)
+
+
+def test_tree_ensemble_rejects_regression():
+    ds = tree_dataset()
+    ds.task = "regression"
+    with pytest.raises(ValueError, match="regression"):
+        train_tree_ensemble(ds, members=2)
+
+
+def test_gain_by_role_picks_sizes_or_names():
+    frame = S.repeat_table({0: PROBS}, DATA, "g", model="m", pooled={"a+b": ["a", "b"]})
+    roles = S.gain_by_role(frame, minority="b", majority="a")
+    assert roles.set_index("role")["subgroup"].to_dict() == {"minority": "b", "majority": "a"}
+    assert roles.set_index("role")["gain"].to_dict() == pytest.approx({"minority": 1.5, "majority": 1.0})
+    assert S.gain_by_role(frame).set_index("role")["subgroup"]["majority"] == "a+b"  # pooled rows count
