@@ -59,3 +59,11 @@ def test_size_to_reach_by_hand():
 def test_size_to_reach_rejects_a_bad_fraction():
     with pytest.raises(ValueError, match="fraction"):
         fairness.size_to_reach(_curves({"a": [1.0, 1.1]}), 1.5)
+
+
+def test_size_to_reach_is_na_when_the_gain_is_undefined():
+    # a group the single model never gets right: gain = accuracy / 0 (inf, or NaN for 0 / 0)
+    curves = _curves({"never": [float("nan")] * 3, "grows": [float("inf")] * 3, "ok": [1.0, 1.1, 1.1]})
+    reach = fairness.size_to_reach(curves, 0.95)["size_to_95pct"]
+    assert reach.isna().to_dict() == {"never": True, "grows": True, "ok": False}
+    assert reach["ok"] == 2

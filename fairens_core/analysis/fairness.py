@@ -86,6 +86,7 @@ def size_to_reach(curves: pd.DataFrame, fraction: float = 0.95) -> pd.DataFrame:
     Gains are measured from 1 (the single model): a curve going from 1.00 to 1.04 reaches
     95% of its gain at the first size with gain >= 1 + 0.95 * 0.04. A group the ensemble
     hurts (final gain < 1) is measured the same way downwards; a flat one reaches at once.
+    A group whose gain is undefined (a single-model accuracy of 0 gives inf or NaN) gets <NA>.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -95,8 +96,10 @@ def size_to_reach(curves: pd.DataFrame, fraction: float = 0.95) -> pd.DataFrame:
         direction = 1.0 if final >= 1 else -1.0
         progress = direction * (c["gain"] - 1)  # movement towards the final gain
         reached = c.loc[progress >= fraction * abs(final - 1) - 1e-12, "size"]
-        rows.append({"group": g, "final_gain": final, f"size_to_{int(fraction * 100)}pct": int(reached.iloc[0])})
-    return pd.DataFrame(rows).set_index("group")
+        size = int(reached.iloc[0]) if np.isfinite(final) and len(reached) else pd.NA
+        rows.append({"group": g, "final_gain": final, f"size_to_{int(fraction * 100)}pct": size})
+    out = pd.DataFrame(rows).set_index("group")
+    return out.astype({f"size_to_{int(fraction * 100)}pct": "Int64"})
 
 
 def subgroup_table(probs: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, names: list[str]) -> pd.DataFrame:
