@@ -20,9 +20,11 @@ COMBINE = ("prob", "score")
 REINIT_FROM = ("input", "output")
 PRECISIONS = ("fp32", "bf16")
 EXECUTIONS = ("vectorized", "loop")
+EXECUTORS = ("local", "ray")
 
 # Fields that do not change the result (where or how fast it runs) stay out of the cache key.
-NOT_IN_KEY = ("device", "execution", "max_group", "data_root", "progress")
+NOT_IN_KEY = ("device", "execution", "max_group", "data_root", "progress", "executor", "ray_address",
+              "ray_cpus_per_task", "ray_gpus_per_task", "ray_retries")
 
 
 @dataclass
@@ -73,6 +75,13 @@ class TrainConfig:
     execution: str = "vectorized"
     max_group: int | None = None  # members per vectorized group (memory); None: all at once
     progress: bool = True
+    # where the groups of members run: "local" (this process) or "ray" (one Ray task per group of
+    # max_group members; RAY_ADDRESS or ray_address picks the cluster, none starts a local instance)
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_cpus_per_task: float = 1
+    ray_gpus_per_task: float | None = None  # None: 1 when the device is CUDA ("auto" on a GPU cluster), else 0
+    ray_retries: int = 3  # re-runs of a task whose worker died; a Python error is not retried
 
     def __post_init__(self):
         self.milestones = tuple(self.milestones)
@@ -140,6 +149,17 @@ class TrainConfig:
         allowed("reinit_from", self.reinit_from, REINIT_FROM)
         allowed("precision", self.precision, PRECISIONS)
         allowed("execution", self.execution, EXECUTIONS)
+        allowed("executor", self.executor, EXECUTORS)
+        if self.executor == "ray":
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise ValueError("executor='ray' needs the ray package (pip install ray); use executor='local'")
+            positive("ray_cpus_per_task", self.ray_cpus_per_task, integer=False)
+            if self.ray_gpus_per_task is not None and self.ray_gpus_per_task < 0:
+                raise ValueError(f"ray_gpus_per_task={self.ray_gpus_per_task!r}: None or a number >= 0")
+            if not isinstance(self.ray_retries, int) or self.ray_retries < 0:
+                raise ValueError(f"ray_retries={self.ray_retries!r}: a non-negative integer")
         for a in self.augment:
             allowed("augment", a, AUGMENTATIONS)
         for name in ("members", "epochs", "batch_size"):

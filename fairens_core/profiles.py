@@ -11,6 +11,7 @@ parameter overrides the profile, and unknown names are an error.
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 from .config import TrainConfig
@@ -196,6 +197,50 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "full": dict(train=dict(model="wrn16", members=8, max_group=4), widths=[1, 2, 4, 8], sizes=None, draws=100,
                      plateau_at=4),
     },
+    # Part IV ch. 1 (paper 003, "Dissecting the Weight Space"): one run of `members` independent
+    # inits with every epoch's weights and test predictions (shared by all Part IV chapters).
+    # member: the run whose checkpoints are compared; late_fraction: within-run pairs are taken
+    # among the checkpoints after this share of training. ~15 s of 2-core CPU by default.
+    "similarity": {
+        "default": dict(train=dict(members=5, snapshot_weights=True, track_predictions=-1), member=0,
+                        late_fraction=0.5),
+        "smoke": dict(train=dict(members=3, epochs=3, snapshot_weights=True, track_predictions=-1), member=0,
+                      late_fraction=0.5),
+        "full": dict(train=dict(members=5, snapshot_weights=True, track_predictions=2000), member=0,
+                     late_fraction=0.5),
+    },
+    # Part IV ch. 4 (paper 003, "Perturbating an already optimized solution"; Fort et al. §4-5): chapter
+    # similarity's record (same `train`: a cache hit) plus one dropout run per rate (members=1).
+    # samples: functions drawn per sampler setting around member `member`; *_scales: relative noise
+    # levels (gaussian) or multipliers of the fitted standard deviation (diagonal, low_rank);
+    # iterate_fraction: SWA-style iterates are the weight snapshots after this share of training;
+    # rank: principal directions of the low-rank Gaussian; draws: random sub-ensembles per size.
+    "subspace": {
+        "default": dict(train=dict(members=5, snapshot_weights=True, track_predictions=-1), member=0, samples=10,
+                        gaussian_scales=[0.02, 0.05, 0.1, 0.2, 0.3], diagonal_scales=[0.5, 1, 2, 4],
+                        low_rank_scales=[0.5, 1, 2, 4], rank=2, iterate_fraction=0.5, dropout_rates=[0.1, 0.25, 0.5],
+                        draws=20),
+        "smoke": dict(train=dict(members=3, epochs=3, snapshot_weights=True, track_predictions=-1), member=0,
+                      samples=3, gaussian_scales=[0.05, 0.2], diagonal_scales=[1], low_rank_scales=[1], rank=2,
+                      iterate_fraction=0.5, dropout_rates=[0.25], draws=3),
+        "full": dict(train=dict(members=5, snapshot_weights=True, track_predictions=2000), member=0, samples=10,
+                     gaussian_scales=[0.01, 0.02, 0.05, 0.1, 0.2], diagonal_scales=[0.5, 1, 2, 4],
+                     low_rank_scales=[0.5, 1, 2, 4], rank=5, iterate_fraction=0.5, dropout_rates=[0.1, 0.25, 0.5],
+                     draws=20),
+    },
+    # Part IV ch. 2 (paper 003, "Different Initializations and Their Paths"; Fort et al. Fig. 3):
+    # chapter similarity's record (a cache hit); the first `runs` members' per-epoch softmax
+    # outputs on the first `examples` test examples, embedded jointly with t-SNE (openTSNE),
+    # together with `samples` Gaussian perturbations (relative scale `sample_scale`) of each final
+    # solution. perplexity None: 30, lowered for few points.
+    "function_space_tsne": {
+        "default": dict(train=dict(members=5, snapshot_weights=True, track_predictions=-1), runs=3, examples=500,
+                        samples=5, sample_scale=0.1, perplexity=None),
+        "smoke": dict(train=dict(members=3, epochs=3, snapshot_weights=True, track_predictions=-1), runs=3,
+                      examples=100, samples=2, sample_scale=0.1, perplexity=None),
+        "full": dict(train=dict(members=5, snapshot_weights=True, track_predictions=2000), runs=3, examples=2000,
+                     samples=5, sample_scale=0.05, perplexity=None),
+    },
     "bottom_k": {
         "default": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100),
         "smoke": dict(K=2, ks=[1, 2], draws=10),
@@ -205,17 +250,23 @@ CHAPTERS: dict[str, dict[str, dict]] = {
 
 
 # Part III (paper 002, coupling and re-initialisation). The four chapters train with one recipe,
-# so they share records: the book's one-cycle recipe on half-width cnn1d members (10 epochs on
-# mnist1d), every epoch's test predictions kept (forgetting events). Spawn times are fractions of
-# the T training steps: 0 (shared init only) and log-spaced from T/64 to T/2. K: ensemble size.
-# Default: 5 members per condition, ~5 s of 2-core CPU per ensemble. Full: the paper's ResNet-20 on
-# CIFAR-10 (GPU), without label smoothing (the chapters measure calibration).
+# so they share records: half-width cnn1d members, 10 epochs on mnist1d, with a cosine schedule
+# after a short warm-up (like the paper's step schedule, and unlike the book's one-cycle recipe,
+# the learning rate is high from the first epoch on: with a 2.5-epoch warm-up the parent hardly
+# moves before the peak, and a flat multistep phase at 0.1 leaves some re-initialised children
+# stuck); every epoch's test predictions are kept (forgetting events). Spawn times are fractions
+# of the T training steps: 0 (shared init only), log-spaced from T/32 to T/2, and 3T/4. K: ensemble size.
+# Default: 5 members per condition, ~5 s of one CPU core per ensemble. Full: the paper's ResNet-20
+# on CIFAR-10 (GPU), without label smoothing (the chapters measure calibration).
 _PART3 = {
-    "default": dict(train=dict(width=0.5, members=5, track_predictions=-1),
-                    spawn_fractions=[0, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2], K=5),
-    "smoke": dict(train=dict(members=3, track_predictions=-1), spawn_fractions=[0, 1 / 4, 1 / 2], K=3),
-    "full": dict(train=dict(members=5, label_smoothing=0.0, track_predictions=2000),
-                 spawn_fractions=[0, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2], K=5),
+    "default": dict(train=dict(width=0.5, members=5, schedule="cosine", warmup_epochs=0.5,
+                               track_predictions=-1),
+                    spawn_fractions=[0, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4], K=5),
+    "smoke": dict(train=dict(members=3, schedule="cosine", warmup_epochs=0.5, track_predictions=-1),
+                  spawn_fractions=[0, 1 / 4, 1 / 2], K=3),
+    "full": dict(train=dict(members=5, schedule="cosine", warmup_epochs=1, label_smoothing=0.0,
+                            track_predictions=2000),
+                 spawn_fractions=[0, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4], K=5),
 }
 CHAPTERS.update({
     # Part III ch. 1 (§1-2, Fig. 1a-d, 2): no-coupling, coupled-order, coupled-to-t and
@@ -250,6 +301,23 @@ CHAPTERS.update({
 })
 
 
+# Where and how members run (never part of a record's identity), settable for a whole book
+# run from the environment, e.g. FAIRENS_EXECUTOR=ray FAIRENS_MAX_GROUP=5 (see book/howto.md).
+EXECUTION_ENVIRONMENT = {"executor": ("FAIRENS_EXECUTOR", str), "max_group": ("FAIRENS_MAX_GROUP", int)}
+
+
+def execution_from_environment() -> dict:
+    """TrainConfig execution fields given by environment variables (EXECUTION_ENVIRONMENT)."""
+    found = {}
+    for field, (variable, kind) in EXECUTION_ENVIRONMENT.items():
+        if os.environ.get(variable):
+            try:
+                found[field] = kind(os.environ[variable])
+            except ValueError:
+                raise ValueError(f"${variable}={os.environ[variable]!r}: must be {kind.__name__}") from None
+    return found
+
+
 def chapter_settings(chapter: str | None, profile: str = "default", **parameters) -> SimpleNamespace:
     """Resolve a chapter's settings: profile defaults, then explicit parameters.
 
@@ -262,6 +330,7 @@ def chapter_settings(chapter: str | None, profile: str = "default", **parameters
     knobs = dict(CHAPTERS.get(chapter, {}).get(profile, {})) if chapter else {}
     train = dict(BASE[profile])
     train.update(knobs.pop("train", {}))
+    train.update(execution_from_environment())
     fields = set(TrainConfig.__dataclass_fields__)
     for name, value in parameters.items():
         if value is None:

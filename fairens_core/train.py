@@ -17,6 +17,7 @@ completed epoch and finishes with the same record as an uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import platform
@@ -316,7 +317,9 @@ def spawn(cfg, parent, members, device, ds):
     children.load_stacked(_to(state, device))
     child_opt = make_optimizer(cfg, children.parameters())
     if not cfg.spawn_reset:  # coupled-to-t: the children inherit the parent's optimizer state
-        parent_state = opt.state_dict()
+        # a deep copy: state_dict() shares the parent's state tensors, which the children's
+        # optimizer would otherwise update in place for every later group spawned from it
+        parent_state = copy.deepcopy(opt.state_dict())
         for s in parent_state["state"].values():
             for k, v in s.items():
                 if torch.is_tensor(v) and v.dim() > 0:
@@ -335,6 +338,19 @@ def plan_phases(cfg, steps_per_epoch) -> tuple[Phase | None, Phase]:
     if cfg.spawn_reset:  # coupled-to-t-reset: a fresh schedule of `total` steps after the fork
         return parent, Phase("child", t, t + total, t, total)
     return parent, Phase("child", t, total, 0, total)
+
+
+def train_part(cfg, ds, data, members, phase, device, workdir, bar, parent=None) -> dict:
+    """Train one group of members (from the parent's state when there is one); returns what the
+    record keeps of it: test logits (m, N, C) float16, history state and, optionally, weights."""
+    start = spawn(cfg, parent, members, device, ds) if parent else None
+    ens, _, history = train_group(cfg, ds, data, members, phase, device, workdir, bar, start)
+    return {"test_logits": evaluate(ens, data.x_test, cfg).half().cpu(), "history": history.state,
+            "weights": {k: v.float().cpu() for k, v in ens.state_stacked().items()} if cfg.save_weights else None}
+
+
+def done_path(workdir: Path | None, members: list[int]) -> Path | None:
+    return workdir / f"members_{members[0]}-{members[-1]}.done.pt" if workdir else None
 
 
 def group_members(cfg) -> list[list[int]]:
@@ -373,22 +389,26 @@ def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None) -> RunRe
     if parent_phase is not None:
         parent = train_group(cfg, ds, data, [0], parent_phase, device, workdir, bar)
 
-    parts = []
+    parts, todo = {}, []
     for members in group_members(cfg):
-        done = workdir / f"members_{members[0]}-{members[-1]}.done.pt" if workdir else None
+        done = done_path(workdir, members)
         if done is not None and done.exists():  # finished before an interruption
-            parts.append(torch.load(done, weights_only=False))
+            parts[members[0]] = torch.load(done, weights_only=False)
             bar.update(len(members) * (phase.stop - phase.start))
-            continue
-        start = spawn(cfg, parent, members, device, ds) if parent else None
-        ens, _, history = train_group(cfg, ds, data, members, phase, device, workdir, bar, start)
-        part = {"test_logits": evaluate(ens, data.x_test, cfg).half().cpu(), "history": history.state,
-                "weights": {k: v.float().cpu() for k, v in ens.state_stacked().items()} if cfg.save_weights else None}
-        if done is not None:
-            Checkpoint(done).save(part)
-        parts.append(part)
+        else:
+            todo.append(members)
+    if cfg.executor == "ray":  # one task per group; each finished group is saved as it arrives
+        from .distributed import train_groups_on_ray
+
+        finished = train_groups_on_ray(cfg, todo, parent, workdir, bar, phase.stop - phase.start)
+    else:
+        finished = ((m, train_part(cfg, ds, data, m, phase, device, workdir, bar, parent)) for m in todo)
+    for members, part in finished:
+        if workdir is not None:
+            Checkpoint(done_path(workdir, members)).save(part)
+        parts[members[0]] = part
     bar.close()
-    record = assemble(cfg, ds, parts, device, time.perf_counter() - started)
+    record = assemble(cfg, ds, [parts[k] for k in sorted(parts)], device, time.perf_counter() - started)
     if workdir is not None:
         for f in workdir.glob("*.pt"):
             f.unlink()

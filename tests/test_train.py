@@ -149,6 +149,20 @@ def test_constant_schedule_keeps_the_learning_rate_after_warmup(warmup):
 
 
 # ---------------------------------------------------------------------------- coupling (paper 002)
+def test_spawning_leaves_the_parent_untouched():
+    # every group of children starts from the same parent: training one group must not change it
+    cfg = tiny(members=4, spawn_step=5, vary="batch_order").validate()
+    ds = train_mod.load_dataset(cfg.dataset, None, **cfg.dataset_options)
+    device = torch.device("cpu")
+    data = train_mod.DeviceData.from_dataset(ds, device)
+    parent_phase, phase = train_mod.plan_phases(cfg, len(ds.y_train) // cfg.batch_size)
+    bar = train_mod.tqdm(disable=True)
+    parent = train_mod.train_group(cfg, ds, data, [0], parent_phase, device, None, bar)
+    first = train_mod.train_part(cfg, ds, data, [0, 1], phase, device, None, bar, parent)
+    again = train_mod.train_part(cfg, ds, data, [0, 1], phase, device, None, bar, parent)
+    assert torch.equal(first["test_logits"], again["test_logits"])
+
+
 def test_children_identical_until_spawn_then_differ():
     spe = 700 * 8 // 10 // 64  # steps per epoch of TINY's train split
     rec = train_ensemble(tiny(spawn_step=spe, epochs=3, vary="batch_order", snapshot_weights=True))

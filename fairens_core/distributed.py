@@ -1,0 +1,121 @@
+"""Scale-out: train the groups of an ensemble as Ray tasks (``TrainConfig.executor="ray"``).
+
+An ensemble is split into groups of ``max_group`` members (all members when None), exactly as
+in a local run, and each group becomes one Ray task that runs the same `train.train_part`:
+so a record is identical whether its groups ran here or on a cluster (same config, same
+device type), and it lands in the same cache under the same key. Joint training (beta > 0)
+couples every member, so it is one group and one task.
+
+Fault tolerance: each task checkpoints its group every epoch into the run's work directory
+(when the workers can see it: a local instance, or a shared file system); a task whose worker
+dies is re-run up to ``ray_retries`` times and resumes from its last epoch. Finished groups
+are saved by the driver as they arrive, so an interrupted driver loses nothing either. A
+Python error inside a task is not retried: it is raised with the members it concerns.
+
+Connecting: ``ray_address`` or ``$RAY_ADDRESS`` names an existing cluster; with neither, a
+local Ray instance is started on this machine. The nodes need this package installed and
+the dataset under their data root (``$FAIRENS_DATA`` is passed along from the driver).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+ENV_PASSED = ("FAIRENS_DATA", "FAIRENS_CACHE")  # so workers find the same data and dataset cache
+
+
+def connect(cfg) -> None:
+    """Attach to the cluster at cfg.ray_address / $RAY_ADDRESS, or start a local instance."""
+    import ray
+
+    if not ray.is_initialized():
+        address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or None
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+
+
+def pack_parent(parent) -> dict:
+    """A parent's (ensemble, optimizer, history) as CPU tensors, to ship to the workers."""
+    from .train import _to
+
+    ens, opt, history = parent
+    return {"ensemble": _to(ens.state_stacked(), "cpu"), "optimizer": _to(opt.state_dict(), "cpu"),
+            "history": history.state}
+
+
+def unpack_parent(cfg, ds, state: dict, device):
+    """Rebuild (ensemble, optimizer, history) of a packed parent on `device`."""
+    from .ensemble import StackedEnsemble, init_member
+    from .train import History, _to, make_optimizer
+
+    ens = StackedEnsemble([init_member(cfg, ds.input_shape, ds.num_classes, 0)]).to(device)
+    ens.load_stacked(_to(state["ensemble"], device))
+    opt = make_optimizer(cfg, ens.parameters())
+    opt.load_state_dict(_to(state["optimizer"], device))
+    return ens, opt, History(state["history"])
+
+
+def train_group_task(cfg, members: list[int], parent: dict | None, workdir: str | None, env: dict) -> dict:
+    """Body of one Ray task: load the data on the worker and train `members` (see train.train_part)."""
+    from tqdm import tqdm
+
+    from .data import load_dataset
+    from .train import DeviceData, plan_phases, resolve_device, train_part
+
+    os.environ.update(env)
+    device = resolve_device(cfg.device)
+    ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
+    _, phase = plan_phases(cfg, len(ds.y_train) // cfg.batch_size)
+    start = unpack_parent(cfg, ds, parent, device) if parent is not None else None
+    return train_part(cfg, ds, DeviceData.from_dataset(ds, device), members, phase, device,
+                      Path(workdir) if workdir else None, tqdm(disable=True), start)
+
+
+def gpus_per_task(cfg) -> float:
+    """GPUs a task asks for: cfg.ray_gpus_per_task, else 1 for a CUDA device ("auto" on a GPU cluster)."""
+    import ray
+
+    if cfg.ray_gpus_per_task is not None:
+        return cfg.ray_gpus_per_task
+    if cfg.device.startswith("cuda"):
+        return 1
+    return 1 if cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0 else 0
+
+
+def train_groups_on_ray(cfg, groups: list[list[int]], parent, workdir: Path | None, bar, steps: int):
+    """Dispatch one task per group; yield (members, part) in the order they finish.
+
+    `bar` (members × `steps` optimizer steps per group) advances as groups finish, so its rate
+    and ETA are those of the whole cluster.
+    """
+    if not groups:
+        return
+    import ray
+
+    connect(cfg)
+    env = {k: os.environ[k] for k in ENV_PASSED if k in os.environ}
+    task = ray.remote(train_group_task).options(
+        num_cpus=cfg.ray_cpus_per_task, num_gpus=gpus_per_task(cfg), max_retries=cfg.ray_retries,
+        retry_exceptions=False)
+    shipped = ray.put(pack_parent(parent)) if parent is not None else None
+    pending = {task.remote(cfg, members, shipped, str(workdir) if workdir else None, env): members
+               for members in groups}
+    while pending:
+        (ready,), _ = ray.wait(list(pending), num_returns=1)
+        members = pending.pop(ready)
+        try:
+            part = ray.get(ready)
+        except ray.exceptions.RayError as error:
+            for ref in pending:
+                ray.cancel(ref)
+            raise RuntimeError(f"members {members[0]}-{members[-1]} failed on Ray "
+                               f"(after up to {cfg.ray_retries} retries of a dead worker): {error}") from error
+        bar.update(len(members) * steps)
+        yield members, _to_cpu(part)
+
+
+def _to_cpu(part: dict) -> dict:
+    return {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in part.items()}
