@@ -241,6 +241,15 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "full": dict(train=dict(members=5, snapshot_weights=True, track_predictions=2000), runs=3, examples=2000,
                      samples=5, sample_scale=0.05, perplexity=None),
     },
+    # Part IV ch. 3 (paper 003, "Intrinsic Hardness as a Function of Initialization"): chapter
+    # similarity's record (a cache hit); per-epoch confusion matrices of the first `runs` members
+    # and the overlap of their `hardest` highest-loss test examples.
+    "hardness": {
+        "default": dict(train=dict(members=5, snapshot_weights=True, track_predictions=-1), runs=3, hardest=100),
+        "smoke": dict(train=dict(members=3, epochs=3, snapshot_weights=True, track_predictions=-1), runs=3,
+                      hardest=20),
+        "full": dict(train=dict(members=5, snapshot_weights=True, track_predictions=2000), runs=3, hardest=100),
+    },
     "bottom_k": {
         "default": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100),
         "smoke": dict(K=2, ks=[1, 2], draws=10),

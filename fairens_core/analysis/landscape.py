@@ -1,0 +1,479 @@
+"""Part IV analyses (paper 003, a report on Fort, Hu & Lakshminarayanan 2019, "Deep Ensembles:
+A Loss Landscape Perspective"): how far apart are the solutions that ensembles average?
+
+Three families of helpers, each turning run records into tidy `pandas.DataFrame`s:
+
+* **similarity** (report "Dissecting the Weight Space"): cosine similarity of flattened
+  weights and prediction disagreement between checkpoints of one run and between the runs of
+  independent initialisations;
+* **subspace sampling** (report "Perturbating an already optimized solution"; Fort et al. §4):
+  ensembles drawn around one trained solution θ — isotropic Gaussian perturbation, MC dropout,
+  a diagonal Gaussian and a low-rank Gaussian fitted to SWA-style iterates — evaluated by
+  rebuilding members from flat weight vectors;
+* **ensembles and diversity** (report "Accuracy as a Function of Ensemble Size"; Fort et al.
+  Fig. 5-6): accuracy vs ensemble size, and the diversity-vs-accuracy plane, where diversity
+  is the disagreement with the reference solution divided by the sample's own error rate.
+
+Shapes: M members, E checkpoints (end of each epoch), P parameters, N test examples, C classes,
+S sampled functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import metrics as M
+from ..config import TrainConfig
+from ..models import build_model
+from ..train import prepare_inputs
+
+SUBSPACE_METHODS = ("gaussian", "mc_dropout", "diagonal", "low_rank")
+
+
+# ------------------------------------------------------------------ similarity
+
+
+def similarity_frame(weights: torch.Tensor, probs: torch.Tensor, labels) -> pd.DataFrame:
+    """Pairwise weight cosine similarity and prediction disagreement of K models.
+
+    Args:
+        weights: (K, P) flattened weights.
+        probs: (K, N, C) probabilities (or logits) of the same K models on N examples.
+        labels: K names of the models (epochs, member indices), used in columns a and b.
+
+    Returns:
+        K × K rows with columns a, b, cosine (⟨θ_a, θ_b⟩ / ‖θ_a‖‖θ_b‖) and disagreement
+        (fraction of the N examples whose predicted classes differ).
+    """
+    weights, probs = torch.as_tensor(weights), torch.as_tensor(probs)
+    labels = list(labels)
+    if not (weights.shape[0] == probs.shape[0] == len(labels)):
+        raise ValueError(f"weights {tuple(weights.shape)}, probs {tuple(probs.shape)} and {len(labels)} labels "
+                         "must describe the same number of models")
+    cosine = M.pairwise_weight_cosine_similarity(list(weights)).numpy()
+    disagreement = M.pairwise_disagreement(probs.float()).numpy()
+    k = len(labels)
+    return pd.DataFrame({"a": np.repeat(labels, k), "b": np.tile(labels, k),
+                         "cosine": cosine.ravel(), "disagreement": disagreement.ravel()})
+
+
+def _need_trajectories(record) -> None:
+    if record.weight_snapshots is None or record.test_probs_trajectory is None:
+        raise ValueError(f"record {record.key} lacks per-epoch weights or predictions: train with "
+                         "snapshot_weights=True and track_predictions != 0")
+
+
+def checkpoint_similarity(record, member: int = 0) -> pd.DataFrame:
+    """Epoch × epoch similarity of the checkpoints of one run (report: "Snapshots").
+
+    Uses ``record.weight_snapshots[member]`` (E, P) and ``record.test_probs_trajectory[member]``
+    (E, n, C). Returns `similarity_frame` rows with a, b = epochs 1..E and a column member.
+    """
+    _need_trajectories(record)
+    if not 0 <= member < record.members:
+        raise ValueError(f"member={member}: must be in [0, {record.members})")
+    epochs = range(1, record.weight_snapshots.shape[1] + 1)
+    out = similarity_frame(record.weight_snapshots[member], record.test_probs_trajectory[member], epochs)
+    return out.assign(member=member)
+
+
+def init_similarity(record, epoch: int | None = None) -> pd.DataFrame:
+    """Member × member similarity of independently initialised runs at one epoch (report: "Different Inits").
+
+    ``epoch`` counts from 1 (None: the last). Returns `similarity_frame` rows with a, b = member indices.
+    """
+    _need_trajectories(record)
+    n_epochs = record.weight_snapshots.shape[1]
+    epoch = n_epochs if epoch is None else epoch
+    if not 1 <= epoch <= n_epochs:
+        raise ValueError(f"epoch={epoch}: must be in [1, {n_epochs}]")
+    out = similarity_frame(record.weight_snapshots[:, epoch - 1], record.test_probs_trajectory[:, epoch - 1],
+                           range(record.members))
+    return out.assign(epoch=epoch)
+
+
+def mean_pairs(frame: pd.DataFrame, values=("cosine", "disagreement"), min_label=None) -> dict[str, float]:
+    """Mean of `values` over the pairs a ≠ b of a `similarity_frame` (optionally only a, b ≥ min_label)."""
+    rows = frame[frame.a != frame.b]
+    if min_label is not None:
+        rows = rows[(rows.a >= min_label) & (rows.b >= min_label)]
+    if rows.empty:
+        raise ValueError("no pairs left: need at least two models (checkpoints) to compare")
+    return {v: float(rows[v].mean()) for v in values}
+
+
+# ------------------------------------------------------------------ rebuilding members from weights
+
+
+def template_model(record) -> torch.nn.Module:
+    """A freshly built model of the record's architecture (weights to be overwritten), in eval mode."""
+    cfg = TrainConfig.from_dict(record.config)
+    model = build_model(cfg.model, tuple(record.meta["input_shape"]), record.meta["num_classes"],
+                        width=cfg.width, dropout=cfg.dropout)
+    return model.eval()
+
+
+def parameter_sizes(record) -> list[int]:
+    """Number of entries of each parameter tensor, in the order of the flattened weights."""
+    return [p.numel() for p in template_model(record).parameters()]
+
+
+def final_weights(record) -> torch.Tensor:
+    """(M, P) flattened final weights, in the order of `weight_snapshots` (registration order)."""
+    if record.weights is None:
+        raise ValueError(f"record {record.key} has no weights: train with save_weights=True")
+    names = [n for n, _ in template_model(record).named_parameters()]
+    return torch.cat([record.weights[n].flatten(1).float() for n in names], dim=1)
+
+
+def test_inputs(record) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y): the record's test inputs, as the model sees them, and labels (N,)."""
+    from ..data import load_dataset
+
+    cfg = TrainConfig.from_dict(record.config)
+    ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
+    x = prepare_inputs(ds.x_test, record.meta.get("mean"), record.meta.get("std"), torch.device("cpu"))
+    return x, ds.y_test
+
+
+@torch.no_grad()
+def logits_from_weights(record, flat_weights: torch.Tensor, x: torch.Tensor, member: int = 0) -> torch.Tensor:
+    """Logits of the models whose flattened weights are the rows of ``flat_weights``.
+
+    Args:
+        record: gives the architecture.
+        flat_weights: (S, P) parameters in `weight_snapshots` order.
+        x: (N, ...) prepared inputs (see `test_inputs`).
+        member: whose buffers (BatchNorm running statistics) the models keep, when the record has
+            final weights; cnn1d and mlp have none. The statistics are not re-estimated for the new
+            parameters.
+
+    Returns:
+        (S, N, C) float32 logits, each model in eval mode.
+    """
+    model = template_model(record)
+    if record.weights is not None:
+        model.load_state_dict({k: v[member] for k, v in record.weights.items()})
+    size = sum(parameter_sizes(record))
+    flat_weights = torch.as_tensor(flat_weights, dtype=torch.float32)
+    if flat_weights.ndim != 2 or flat_weights.shape[1] != size:
+        raise ValueError(f"flat_weights must be (S, {size}); got {tuple(flat_weights.shape)}")
+    out = []
+    for theta in flat_weights:
+        torch.nn.utils.vector_to_parameters(theta, model.parameters())
+        out.append(model(x))
+    return torch.stack(out)
+
+
+# ------------------------------------------------------------------ subspace samplers
+
+
+def gaussian_perturbation(center: torch.Tensor, sizes, scale: float, samples: int, seed: int = 0) -> torch.Tensor:
+    """Isotropic Gaussian samples around one solution (Fort et al. §4, "random subspace").
+
+    θ_s = θ + scale · rms(θ_t) · ε, ε ~ N(0, I), where rms(θ_t) is the root mean square of the
+    parameter tensor t an entry belongs to: a relative noise level, so that biases and large
+    weight matrices are perturbed in proportion to their own size.
+
+    Args:
+        center: (P,) flattened solution θ.
+        sizes: entries per parameter tensor (sum P), see `parameter_sizes`.
+        scale: relative noise level (≥ 0; 0 returns copies of θ).
+        samples: S.
+
+    Returns:
+        (S, P) samples.
+    """
+    center = torch.as_tensor(center, dtype=torch.float32)
+    if sum(sizes) != center.numel():
+        raise ValueError(f"sizes sum to {sum(sizes)} but center has {center.numel()} entries")
+    if scale < 0:
+        raise ValueError(f"scale={scale}: must be >= 0")
+    rms = torch.cat([c.pow(2).mean().sqrt().expand(n) for c, n in zip(center.split(list(sizes)), sizes)])
+    noise = torch.randn(samples, center.numel(), generator=torch.Generator().manual_seed(seed))
+    return center + scale * rms * noise
+
+
+def diagonal_gaussian(iterates: torch.Tensor, scale: float, samples: int, seed: int = 0) -> torch.Tensor:
+    """Samples of the diagonal Gaussian fitted to SWA-style iterates (Fort et al. §4, SWAG-diagonal).
+
+    Mean μ = average of the T iterates (the SWA solution), variance σ² = their per-coordinate
+    (population) variance; θ_s = μ + scale · σ ⊙ ε, ε ~ N(0, I).
+
+    Args:
+        iterates: (T, P) flattened weights collected along training, T ≥ 2.
+        scale: multiplies the standard deviation (1: the fitted Gaussian).
+
+    Returns:
+        (S, P) samples.
+    """
+    iterates = torch.as_tensor(iterates, dtype=torch.float32)
+    if iterates.ndim != 2 or iterates.shape[0] < 2:
+        raise ValueError("iterates must be (T, P) with T >= 2")
+    mean, std = iterates.mean(0), iterates.std(0, unbiased=False)
+    noise = torch.randn(samples, iterates.shape[1], generator=torch.Generator().manual_seed(seed))
+    return mean + scale * std * noise
+
+
+def low_rank_gaussian(iterates: torch.Tensor, rank: int, scale: float, samples: int, seed: int = 0) -> torch.Tensor:
+    """Samples of a low-rank Gaussian fitted to SWA-style iterates (Fort et al. §4, PCA subspace).
+
+    With D = iterates − μ (T, P) and its SVD D = U Σ Vᵀ, the covariance DᵀD / T is kept on its
+    top `rank` principal directions: θ_s = μ + scale · Σ_k z_k (σ_k / √T) v_k, z ~ N(0, I_rank).
+
+    Args:
+        iterates: (T, P) flattened weights, T ≥ 2.
+        rank: number of principal directions (1 ≤ rank ≤ T − 1).
+        scale: multiplies the standard deviation along each direction.
+
+    Returns:
+        (S, P) samples; they lie in μ + span(v_1..v_rank).
+    """
+    iterates = torch.as_tensor(iterates, dtype=torch.float64)
+    if iterates.ndim != 2 or iterates.shape[0] < 2:
+        raise ValueError("iterates must be (T, P) with T >= 2")
+    t = iterates.shape[0]
+    if not 1 <= rank <= t - 1:
+        raise ValueError(f"rank={rank}: must be in [1, {t - 1}] for {t} iterates")
+    mean = iterates.mean(0)
+    _, sigma, vt = torch.linalg.svd(iterates - mean, full_matrices=False)
+    z = torch.randn(samples, rank, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return (mean + scale * (z * sigma[:rank] / t ** 0.5) @ vt[:rank]).float()
+
+
+@torch.no_grad()
+def mc_dropout_logits(record, x: torch.Tensor, samples: int, seed: int = 0, member: int = 0) -> torch.Tensor:
+    """(S, N, C) logits of S stochastic forward passes with dropout on (Gal & Ghahramani 2016; Fort et al. §4).
+
+    The record must be trained with dropout > 0; only dropout layers are switched to training mode.
+    """
+    cfg = TrainConfig.from_dict(record.config)
+    if not cfg.dropout:
+        raise ValueError(f"record {record.key} was trained without dropout: MC dropout needs dropout > 0")
+    model = record.models()[member]
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.train()
+    torch.manual_seed(seed)  # the dropout masks
+    return torch.stack([model(x) for _ in range(samples)])
+
+
+def sample_subspace(record, method: str, scale: float, samples: int, x: torch.Tensor, seed: int = 0,
+                    member: int = 0, iterate_from: int = 1, rank: int = 2) -> torch.Tensor:
+    """(S, N, C) logits of functions sampled around member `member` of `record`.
+
+    method: "gaussian" (around its final weights), "diagonal" / "low_rank" (fitted to its weight
+    snapshots from epoch `iterate_from` on), "mc_dropout" (`scale` is ignored: the record's
+    dropout rate sets the noise). See the samplers above.
+    """
+    if method not in SUBSPACE_METHODS:
+        raise ValueError(f"method={method!r}: choose one of {list(SUBSPACE_METHODS)}")
+    if method == "mc_dropout":
+        return mc_dropout_logits(record, x, samples, seed, member)
+    if method == "gaussian":
+        flat = gaussian_perturbation(final_weights(record)[member], parameter_sizes(record), scale, samples, seed)
+    else:
+        if record.weight_snapshots is None:
+            raise ValueError(f"method={method!r} needs weight snapshots: train with snapshot_weights=True")
+        iterates = record.weight_snapshots[member, iterate_from - 1:]
+        if method == "diagonal":
+            flat = diagonal_gaussian(iterates, scale, samples, seed)
+        else:
+            flat = low_rank_gaussian(iterates, min(rank, iterates.shape[0] - 1), scale, samples, seed)
+    return logits_from_weights(record, flat, x, member)
+
+
+# ------------------------------------------------------------------ ensembles and diversity
+
+
+def function_points(logits: torch.Tensor, reference: torch.Tensor, y: torch.Tensor, **labels) -> pd.DataFrame:
+    """One row per sampled function on the diversity-vs-accuracy plane (Fort et al. Fig. 5-6).
+
+    Args:
+        logits: (S, N, C) scores of S functions.
+        reference: (N, C) scores of the reference solution.
+        y: (N,) labels.
+        **labels: constant columns (method, scale, ...).
+
+    Returns:
+        Columns sample, accuracy, disagreement (fraction of examples whose predicted class differs
+        from the reference's), normalised_disagreement = disagreement / (1 − accuracy), the
+        sample's own error rate (NaN for an error-free sample), plus `labels`.
+    """
+    pred = torch.as_tensor(logits).argmax(-1)
+    ref = torch.as_tensor(reference).argmax(-1)
+    acc = (pred == y).double().mean(1).numpy()
+    dis = (pred != ref).double().mean(1).numpy()
+    err = 1 - acc
+    norm = np.divide(dis, err, out=np.full_like(dis, np.nan), where=err > 0)
+    return pd.DataFrame({"sample": np.arange(len(acc)), "accuracy": acc, "disagreement": dis,
+                         "normalised_disagreement": norm, **labels})
+
+
+def ensemble_accuracy_curve(logits: torch.Tensor, y: torch.Tensor, sizes=None, draws: int = 20, seed: int = 0,
+                            **labels) -> pd.DataFrame:
+    """Accuracy of probability-averaged sub-ensembles vs their size (report "Accuracy as a Function of
+    Ensemble Size"; sampling of paper 000 App. A.1: `draws` random subsets per size).
+
+    Args:
+        logits: (S, N, C) scores of a pool of S functions.
+        y: (N,) labels.
+        sizes: ensemble sizes (default 1..S).
+
+    Returns:
+        Columns size, accuracy (mean over draws), accuracy_std, plus `labels`.
+    """
+    probs = torch.as_tensor(logits).float().softmax(-1)
+    curve = M.ensemble_size_curve(lambda p: M.accuracy(M.mean_probs(p), y), probs, sizes=sizes, draws=draws,
+                                  seed=seed)
+    return pd.DataFrame({"size": curve.sizes, "accuracy": curve.mean, "accuracy_std": curve.std, **labels})
+
+
+def diminishing_returns(curve: pd.DataFrame) -> bool:
+    """Whether accuracy rises with size while each step adds no more per member than the one before,
+    on average: the gain per member over the second half of the sizes is below that over the first."""
+    c = curve.sort_values("size")
+    s, a = c["size"].to_numpy(), c["accuracy"].to_numpy()
+    if len(s) < 3:
+        return False
+    mid = len(s) // 2
+    first = (a[mid] - a[0]) / (s[mid] - s[0])
+    second = (a[-1] - a[mid]) / (s[-1] - s[mid])
+    return bool(a[-1] > a[0] and second < first)
+
+
+def mean_points(points: pd.DataFrame, by=("method", "scale")) -> pd.DataFrame:
+    """Average the `function_points` rows of each (method, scale): one point per sampler setting."""
+    cols = ["accuracy", "disagreement", "normalised_disagreement"]
+    return points.groupby(list(by), sort=False)[cols].mean().reset_index()
+
+
+def diversity_at_accuracy(points: pd.DataFrame, accuracy: float) -> float:
+    """Normalised disagreement of a sampler's curve at a given accuracy (Fort et al. Fig. 6 reading).
+
+    ``points``: the `mean_points` rows of one method (one per scale). Linear interpolation of
+    normalised disagreement against accuracy; outside the measured accuracies the nearest end is
+    used. Since diversity falls as accuracy rises along such a curve, a target above every measured
+    accuracy gets the diversity of the most accurate point: an upper bound of the method's diversity
+    there, which errs in the sampler's favour when comparing with independent inits.
+    """
+    p = points.dropna(subset=["normalised_disagreement"]).sort_values("accuracy")
+    if p.empty:
+        raise ValueError("no points with a defined normalised disagreement")
+    return float(np.interp(accuracy, p.accuracy.to_numpy(), p.normalised_disagreement.to_numpy()))
+
+
+# ------------------------------------------------------------------ function-space embedding
+
+
+def embed_functions(probs: torch.Tensor, perplexity: float | None = None, seed: int = 0) -> np.ndarray:
+    """2-D t-SNE of K functions given by their probabilities on the same n examples (Fort et al. Fig. 3).
+
+    Every function is one point (its n × C outputs concatenated), all embedded together since they
+    live in one function space (`metrics.tsne_embedding`, openTSNE).
+
+    Args:
+        probs: (K, n, C) probabilities.
+        perplexity: None for 30 (lowered to (K − 1) / 3 when K is small).
+
+    Returns:
+        (K, 2) coordinates.
+    """
+    probs = torch.as_tensor(probs).float()
+    if probs.ndim != 3 or probs.shape[0] < 4:
+        raise ValueError("probs must be (K, n, C) with at least 4 functions to embed")
+    emb = M.tsne_embedding(probs[None], perplexity=30.0 if perplexity is None else perplexity, seed=seed)
+    return emb[0]
+
+
+def same_group_neighbour_share(points, groups) -> float:
+    """Share of points whose nearest other point (Euclidean) belongs to the same group.
+
+    Args:
+        points: (K, D) coordinates (an embedding, or flattened predictions).
+        groups: K group labels (e.g. the run of each checkpoint).
+
+    Returns:
+        A number in [0, 1]: 1 when every point's nearest neighbour is in its own group.
+    """
+    points = torch.as_tensor(np.asarray(points), dtype=torch.float64)
+    groups = np.asarray(groups)
+    if points.shape[0] != len(groups) or len(groups) < 2:
+        raise ValueError("need at least 2 points and one group label per point")
+    dist = torch.cdist(points, points)
+    dist.fill_diagonal_(float("inf"))
+    nearest = dist.argmin(1).numpy()
+    return float(np.mean(groups[nearest] == groups))
+
+
+# ------------------------------------------------------------------ hardness per init
+
+
+def confusion_frame(trajectory: torch.Tensor, y: torch.Tensor, runs=None) -> pd.DataFrame:
+    """Per-epoch confusion matrices of each run, as tidy rows (report "Intrinsic Hardness", confusion slider).
+
+    Args:
+        trajectory: (R, E, n, C) probabilities of R runs at E epochs on n examples.
+        y: (n,) labels.
+        runs: names of the R runs (default 0..R−1).
+
+    Returns:
+        One row per non-empty cell: run, epoch (from 1), true, predicted, count, and share = count /
+        number of examples of the true class (rows of a matrix sum to 1).
+    """
+    trajectory = torch.as_tensor(trajectory)
+    r, e, n, c = trajectory.shape
+    runs = list(range(r)) if runs is None else list(runs)
+    pred = trajectory.argmax(-1)  # (R, E, n)
+    cell = (y * c + pred).reshape(r * e, n)  # index of (true, predicted)
+    counts = torch.zeros(r * e, c * c, dtype=torch.long).scatter_add_(1, cell, torch.ones_like(cell))
+    counts = counts.reshape(r, e, c, c)
+    per_class = torch.bincount(y, minlength=c).clamp(min=1)
+    idx = counts.nonzero()
+    vals = counts[tuple(idx.T)]
+    return pd.DataFrame({"run": [runs[i] for i in idx[:, 0].tolist()], "epoch": idx[:, 1].numpy() + 1,
+                         "true": idx[:, 2].numpy(), "predicted": idx[:, 3].numpy(), "count": vals.numpy(),
+                         "share": (vals / per_class[idx[:, 2]]).numpy()})
+
+
+def hardest_examples(trajectory: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """(R, E, k) indices of the k examples with the highest cross-entropy loss, per run and epoch.
+
+    Ties are broken by the example index (stable), so the sets are reproducible.
+    """
+    trajectory = torch.as_tensor(trajectory).float()
+    n = trajectory.shape[2]
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k}: must be in [1, {n}] (the tracked examples)")
+    loss = -trajectory.gather(-1, y.expand(*trajectory.shape[:2], -1)[..., None]).squeeze(-1).clamp_min(1e-12).log()
+    return torch.sort(loss, dim=-1, descending=True, stable=True).indices[..., :k]
+
+
+def hardest_overlap(hardest: torch.Tensor, runs=None) -> pd.DataFrame:
+    """Overlap |A ∩ B| / k of hardest-example sets, across inits and along each run.
+
+    Args:
+        hardest: (R, E, k) indices from `hardest_examples`.
+
+    Returns:
+        Rows with epoch (from 1), comparison ("across inits, same epoch": mean over run pairs;
+        "same run, vs final epoch": mean over runs) and overlap. Two random k-subsets of n examples
+        overlap by k / n on average.
+    """
+    hardest = torch.as_tensor(hardest)
+    r, e, k = hardest.shape
+
+    def overlap(a, b):
+        return len(set(a.tolist()) & set(b.tolist())) / k
+
+    rows = []
+    for epoch in range(e):
+        if r >= 2:
+            pairs = [overlap(hardest[i, epoch], hardest[j, epoch]) for i in range(r) for j in range(i + 1, r)]
+            rows.append({"epoch": epoch + 1, "comparison": "across inits, same epoch",
+                         "overlap": float(np.mean(pairs))})
+        along = [overlap(hardest[i, epoch], hardest[i, -1]) for i in range(r)]
+        rows.append({"epoch": epoch + 1, "comparison": "same run, vs final epoch", "overlap": float(np.mean(along))})
+    return pd.DataFrame(rows)

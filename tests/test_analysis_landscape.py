@@ -1,0 +1,255 @@
+"""Part IV analyses (paper 003, Fort et al. 2019): similarity frames, subspace samplers, ensembles
+and the diversity-vs-accuracy plane, checked against hand-computed values."""
+
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fairens_core import TrainConfig
+from fairens_core.analysis import landscape as L
+from fairens_core.ensemble import StackedEnsemble
+from fairens_core.models import build_model
+
+
+def one_hot(labels, classes=3):
+    return torch.nn.functional.one_hot(torch.tensor(labels), classes).float()
+
+
+# ------------------------------------------------------------------ similarity
+
+WEIGHTS = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+PROBS = torch.stack([one_hot([0, 1, 2, 0]), one_hot([0, 1, 2, 1]), one_hot([1, 2, 2, 1])])
+
+
+def test_similarity_frame_by_hand():
+    f = L.similarity_frame(WEIGHTS, PROBS, ["x", "y", "z"]).set_index(["a", "b"])
+    assert len(f) == 9
+    assert f.loc[("x", "x"), "cosine"] == pytest.approx(1.0)
+    assert f.loc[("x", "y"), "cosine"] == pytest.approx(1 / math.sqrt(2))
+    assert f.loc[("x", "z"), "cosine"] == pytest.approx(0.0)
+    # x vs y differ on the last example only; x vs z on examples 0, 1 and 3
+    assert f.loc[("x", "y"), "disagreement"] == pytest.approx(0.25)
+    assert f.loc[("z", "x"), "disagreement"] == pytest.approx(0.75)
+    assert f.loc[("y", "z"), "disagreement"] == pytest.approx(0.5)
+    assert f.loc[("y", "y"), "disagreement"] == 0
+
+
+def test_similarity_frame_rejects_mismatched_sizes():
+    with pytest.raises(ValueError, match="same number"):
+        L.similarity_frame(WEIGHTS, PROBS[:2], ["x", "y", "z"])
+
+
+def fake_trajectory_record():
+    # 2 members x 3 epochs; member 1's weights are member 0's negated, so cosine across members = -1
+    snaps = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]])
+    snaps = torch.cat([snaps, -snaps])
+    probs = torch.stack([PROBS[:, :3], PROBS[[2, 1, 0], :3]])  # (M=2, E=3, n=3, C=3)
+    return SimpleNamespace(weight_snapshots=snaps, test_probs_trajectory=probs, members=2, key="fake")
+
+
+def test_checkpoint_and_init_similarity():
+    rec = fake_trajectory_record()
+    within = L.checkpoint_similarity(rec, member=0).set_index(["a", "b"])
+    assert list(within.index.get_level_values("a").unique()) == [1, 2, 3]  # epochs count from 1
+    assert within.loc[(1, 2), "cosine"] == pytest.approx(1 / math.sqrt(2))
+    across = L.init_similarity(rec, epoch=1).set_index(["a", "b"])
+    assert across.loc[(0, 1), "cosine"] == pytest.approx(-1.0)
+    # epoch 1: member 0 predicts [0, 1, 2], member 1 (its epoch 1 = PROBS[2][:3]) [1, 2, 2]
+    assert across.loc[(0, 1), "disagreement"] == pytest.approx(2 / 3)
+    assert (L.init_similarity(rec).epoch == 3).all()
+    with pytest.raises(ValueError, match="epoch"):
+        L.init_similarity(rec, epoch=4)
+    with pytest.raises(ValueError, match="member"):
+        L.checkpoint_similarity(rec, member=2)
+    with pytest.raises(ValueError, match="snapshot_weights"):
+        L.checkpoint_similarity(SimpleNamespace(weight_snapshots=None, test_probs_trajectory=None, key="k"))
+
+
+def test_mean_pairs_skips_the_diagonal_and_filters_labels():
+    f = L.similarity_frame(WEIGHTS, PROBS, [1, 2, 3])
+    means = L.mean_pairs(f)
+    assert means["disagreement"] == pytest.approx((0.25 + 0.75 + 0.5) / 3)
+    assert means["cosine"] == pytest.approx((1 / math.sqrt(2) + 0 + 1 / math.sqrt(2)) / 3)
+    assert L.mean_pairs(f, min_label=2)["disagreement"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no pairs"):
+        L.mean_pairs(f, min_label=3)
+
+
+# ------------------------------------------------------------------ samplers
+
+
+def test_gaussian_perturbation_scales_noise_per_tensor():
+    center = torch.tensor([3.0, -3.0, 3.0, 0.1])  # tensor 1: rms 3; tensor 2: rms 0.1
+    assert torch.equal(L.gaussian_perturbation(center, [3, 1], 0.0, 4), center.expand(4, -1))
+    s = L.gaussian_perturbation(center, [3, 1], 0.5, 20000, seed=1)
+    std = (s - center).std(0)
+    assert std[:3].numpy() == pytest.approx([1.5] * 3, rel=0.03)
+    assert std[3].item() == pytest.approx(0.05, rel=0.03)
+    assert torch.equal(s, L.gaussian_perturbation(center, [3, 1], 0.5, 20000, seed=1))  # seeded
+    with pytest.raises(ValueError, match="sizes"):
+        L.gaussian_perturbation(center, [2, 1], 0.5, 3)
+
+
+def test_diagonal_gaussian_matches_iterate_mean_and_spread():
+    iterates = torch.tensor([[0.0, 1.0], [2.0, 1.0]])  # mean (1, 1), population std (1, 0)
+    s = L.diagonal_gaussian(iterates, scale=2.0, samples=20000, seed=0)
+    assert torch.all(s[:, 1] == 1.0)  # a weight that never moved is never perturbed
+    assert s[:, 0].mean().item() == pytest.approx(1.0, abs=0.05)
+    assert s[:, 0].std().item() == pytest.approx(2.0, rel=0.03)
+    with pytest.raises(ValueError, match="T >= 2"):
+        L.diagonal_gaussian(iterates[:1], 1.0, 3)
+
+
+def test_low_rank_gaussian_stays_on_the_line_of_the_iterates():
+    iterates = torch.tensor([[0.0, 0.0], [1.0, 2.0], [2.0, 4.0]])  # on y = 2x around (1, 2)
+    s = L.low_rank_gaussian(iterates, rank=1, scale=1.0, samples=20000, seed=0)
+    assert torch.allclose(s[:, 1], 2 * s[:, 0], atol=1e-5)
+    # along the line the std is σ_1/√T = √(10/3); projected on x: the population std of (0, 1, 2)
+    assert s[:, 0].std().item() == pytest.approx(math.sqrt(2 / 3), rel=0.03)
+    assert s[:, 0].mean().item() == pytest.approx(1.0, abs=0.02)
+    with pytest.raises(ValueError, match="rank"):
+        L.low_rank_gaussian(iterates, rank=3, scale=1.0, samples=2)
+
+
+# ------------------------------------------------------------------ rebuilding members
+
+
+def tiny_record(seed_a=0, seed_b=1, dropout=0.0):
+    cfg = TrainConfig(dataset="synthetic", model="mlp", width=0.05, dropout=dropout)
+    members = []
+    for seed in (seed_a, seed_b):
+        torch.manual_seed(seed)
+        members.append(build_model("mlp", (4,), 3, width=0.05, dropout=dropout))
+    ens = StackedEnsemble(members)
+    rec = SimpleNamespace(config=dataclasses.asdict(cfg), meta={"input_shape": [4], "num_classes": 3},
+                          weights=ens.state_stacked(), key="tiny", members=2)
+    return rec, ens, members
+
+
+def test_final_weights_and_logits_from_weights_rebuild_the_members():
+    rec, ens, members = tiny_record()
+    flat = L.final_weights(rec)
+    assert torch.equal(flat, ens.flat_weights())  # same order as weight_snapshots
+    x = torch.randn(7, 4)
+    logits = L.logits_from_weights(rec, flat, x)
+    assert logits.shape == (2, 7, 3)
+    for m, model in enumerate(members):
+        assert torch.allclose(logits[m], model.eval()(x), atol=1e-6)
+    with pytest.raises(ValueError, match="flat_weights"):
+        L.logits_from_weights(rec, flat[:, :-1], x)
+
+
+def test_mc_dropout_needs_dropout_and_varies_between_passes():
+    rec, _, _ = tiny_record()
+    with pytest.raises(ValueError, match="dropout"):
+        L.mc_dropout_logits(rec, torch.randn(3, 4), samples=2)
+    with pytest.raises(ValueError, match="method"):
+        L.sample_subspace(rec, "swag", 1.0, 2, torch.randn(3, 4))
+
+
+# ------------------------------------------------------------------ ensembles and the plane
+
+
+def test_function_points_normalise_by_the_own_error():
+    y = torch.tensor([0, 1, 2, 0])
+    reference = one_hot([0, 1, 2, 1])  # 75% accurate
+    logits = torch.stack([one_hot([0, 1, 2, 0]), one_hot([0, 2, 2, 1]), one_hot([1, 1, 2, 1])])
+    p = L.function_points(logits, reference, y, method="m")
+    assert p.accuracy.tolist() == pytest.approx([1.0, 0.5, 0.5])
+    assert p.disagreement.tolist() == pytest.approx([0.25, 0.25, 0.25])
+    assert math.isnan(p.normalised_disagreement[0])  # no errors: undefined
+    assert p.normalised_disagreement[1:].tolist() == pytest.approx([0.5, 0.5])
+    assert (p.method == "m").all()
+
+
+def test_ensemble_accuracy_curve_by_hand():
+    y = torch.tensor([0, 1])
+    # each member is sure and right on one example, unsure and wrong on the other: the average is right on both
+    logits = torch.stack([torch.tensor([[3.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.0, 1.0], [0.0, 3.0]])])
+    c = L.ensemble_accuracy_curve(logits, y, draws=10, method="m")
+    assert c["size"].tolist() == [1, 2]
+    assert c.accuracy.tolist() == pytest.approx([0.5, 1.0])
+    assert (c.method == "m").all()
+
+
+def test_diminishing_returns():
+    concave = pd.DataFrame({"size": [1, 2, 3, 4, 5], "accuracy": [0.90, 0.93, 0.94, 0.945, 0.947]})
+    linear_then_faster = pd.DataFrame({"size": [1, 2, 3, 4, 5], "accuracy": [0.90, 0.90, 0.90, 0.92, 0.95]})
+    falling = pd.DataFrame({"size": [1, 2, 3], "accuracy": [0.9, 0.89, 0.88]})
+    assert L.diminishing_returns(concave)
+    assert not L.diminishing_returns(linear_then_faster)
+    assert not L.diminishing_returns(falling)
+    assert not L.diminishing_returns(concave.head(2))  # too few sizes to tell
+
+
+def test_diversity_at_accuracy_interpolates_and_clips():
+    pts = pd.DataFrame({"accuracy": [0.8, 0.9, 0.95], "normalised_disagreement": [0.9, 0.5, np.nan]})
+    assert L.diversity_at_accuracy(pts, 0.85) == pytest.approx(0.7)
+    assert L.diversity_at_accuracy(pts, 0.99) == pytest.approx(0.5)  # NaN row dropped, nearest end used
+    assert L.diversity_at_accuracy(pts, 0.5) == pytest.approx(0.9)
+    with pytest.raises(ValueError):
+        L.diversity_at_accuracy(pts.iloc[2:], 0.9)
+
+
+def test_mean_points_one_row_per_setting():
+    p = pd.DataFrame({"method": ["g", "g", "d"], "scale": [1, 1, 2], "accuracy": [0.8, 0.9, 0.7],
+                      "disagreement": [0.1, 0.3, 0.2], "normalised_disagreement": [0.5, 1.0, 0.4]})
+    m = L.mean_points(p).set_index(["method", "scale"])
+    assert m.loc[("g", 1), "accuracy"] == pytest.approx(0.85)
+    assert m.loc[("g", 1), "normalised_disagreement"] == pytest.approx(0.75)
+    assert len(m) == 2
+
+
+def test_same_group_neighbour_share_by_hand():
+    points = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0], [0.25, 0.0]])
+    assert L.same_group_neighbour_share(points, ["a", "a", "b", "b", "a"]) == 1.0
+    # relabelled point 4: its nearest neighbour is point 1 (group a); the other four are unaffected
+    assert L.same_group_neighbour_share(points, ["a", "a", "b", "b", "b"]) == pytest.approx(4 / 5)
+    with pytest.raises(ValueError):
+        L.same_group_neighbour_share(points, ["a"])
+
+
+def test_embed_functions_separates_two_clear_clusters():
+    gen = torch.Generator().manual_seed(0)
+    a = one_hot([0, 1, 2, 0, 1, 2]).expand(6, -1, -1) + 0.01 * torch.rand(6, 6, 3, generator=gen)
+    b = one_hot([2, 0, 1, 1, 2, 0]).expand(6, -1, -1) + 0.01 * torch.rand(6, 6, 3, generator=gen)
+    emb = L.embed_functions(torch.cat([a, b]), seed=0)
+    assert emb.shape == (12, 2)
+    assert L.same_group_neighbour_share(emb, [0] * 6 + [1] * 6) == 1.0
+    with pytest.raises(ValueError, match="at least 4"):
+        L.embed_functions(a[:3])
+
+
+# ------------------------------------------------------------------ hardness
+
+
+def test_confusion_frame_by_hand():
+    y = torch.tensor([0, 0, 1, 2])
+    traj = torch.stack([one_hot([0, 1, 1, 2]), one_hot([0, 0, 1, 1])])[None]  # 1 run, 2 epochs
+    f = L.confusion_frame(traj, y, runs=["r"]).set_index(["epoch", "true", "predicted"])
+    assert f.loc[(1, 0, 0), "count"] == 1 and f.loc[(1, 0, 1), "share"] == pytest.approx(0.5)
+    assert f.loc[(2, 0, 0), "share"] == pytest.approx(1.0)
+    assert f.loc[(2, 2, 1), "count"] == 1
+    assert (2, 2, 2) not in f.index  # empty cells are left out
+    assert f["count"].groupby(level="epoch").sum().tolist() == [4, 4]
+    assert (f.run == "r").all()
+
+
+def test_hardest_examples_and_overlap():
+    y = torch.tensor([0, 0, 0, 0])
+    # probability of the true class per example: run 0 finds examples 0, 1 hardest; run 1 examples 1, 2
+    p0 = torch.tensor([0.1, 0.2, 0.9, 0.8])
+    p1 = torch.tensor([0.9, 0.1, 0.2, 0.8])
+    traj = torch.stack([torch.stack([p, 1 - p], -1) for p in (p0, p1)])[:, None]  # (R=2, E=1, 4, 2)
+    hard = L.hardest_examples(traj, y, k=2)
+    assert sorted(hard[0, 0].tolist()) == [0, 1] and sorted(hard[1, 0].tolist()) == [1, 2]
+    ov = L.hardest_overlap(hard).set_index("comparison").overlap
+    assert ov["across inits, same epoch"] == pytest.approx(0.5)
+    assert ov["same run, vs final epoch"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="k="):
+        L.hardest_examples(traj, y, k=5)
