@@ -16,6 +16,7 @@ import os
 import time
 
 import ray
+import torch
 
 from fairens_core.profiles import chapter_settings
 from fairens_core.train import train_ensemble
@@ -41,12 +42,13 @@ def main():
     t = time.perf_counter()
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     start_up = time.perf_counter() - t
-    cpus_per_task = max(1, cpus // args.groups)
 
     rows = [("local, one vectorized group", *timed(base)),
             (f"local, {args.groups} groups of {per_group} in turn", *timed(base.replace(max_group=per_group))),
-            (f"ray, {args.groups} tasks of {per_group} ({cpus_per_task} CPU each)",
-             *timed(base.replace(max_group=per_group, executor="ray", ray_cpus_per_task=cpus_per_task)))]
+            (f"ray, {args.groups} tasks of {per_group} ({torch.get_num_threads()} CPUs each)",
+             *timed(base.replace(max_group=per_group, executor="ray"))),
+            (f"ray, {args.groups} tasks of {per_group} (1 CPU each, oversubscribed)",
+             *timed(base.replace(max_group=per_group, executor="ray", ray_cpus_per_task=1)))]
     print(f"{args.members} × {base.model} on {base.dataset}, {base.epochs} epochs, {cpus} CPUs; "
           f"Ray start-up (local instance): {start_up:.1f} s")
     print(f"{'run':45s} {'wall s':>8s} {'s/member':>9s} {'member acc':>11s}")

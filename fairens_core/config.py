@@ -79,7 +79,7 @@ class TrainConfig:
     # max_group members; RAY_ADDRESS or ray_address picks the cluster, none starts a local instance)
     executor: str = "local"
     ray_address: str | None = None
-    ray_cpus_per_task: float = 1
+    ray_cpus_per_task: float | None = None  # None: torch's intra-op threads here (a task trains with as many)
     ray_gpus_per_task: float | None = None  # None: 1 when the device is CUDA ("auto" on a GPU cluster), else 0
     ray_retries: int = 3  # re-runs of a task whose worker died; a Python error is not retried
 
@@ -155,7 +155,8 @@ class TrainConfig:
 
             if importlib.util.find_spec("ray") is None:
                 raise ValueError("executor='ray' needs the ray package (pip install ray); use executor='local'")
-            positive("ray_cpus_per_task", self.ray_cpus_per_task, integer=False)
+            if self.ray_cpus_per_task is not None:
+                positive("ray_cpus_per_task", self.ray_cpus_per_task, integer=False)
             if self.ray_gpus_per_task is not None and self.ray_gpus_per_task < 0:
                 raise ValueError(f"ray_gpus_per_task={self.ray_gpus_per_task!r}: None or a number >= 0")
             if not isinstance(self.ray_retries, int) or self.ray_retries < 0:

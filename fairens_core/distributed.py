@@ -58,14 +58,21 @@ def unpack_parent(cfg, ds, state: dict, device):
     return ens, opt, History(state["history"])
 
 
-def train_group_task(cfg, members: list[int], parent: dict | None, workdir: str | None, env: dict) -> dict:
-    """Body of one Ray task: load the data on the worker and train `members` (see train.train_part)."""
+def train_group_task(cfg, members: list[int], parent: dict | None, workdir: str | None, env: dict,
+                     threads: int) -> dict:
+    """Body of one Ray task: load the data on the worker and train `members` (see train.train_part).
+
+    `threads`: torch's intra-op threads, the driver's count. Ray gives a worker one thread per
+    requested CPU, but on a CPU some kernels round differently with another thread count, and
+    training amplifies that into different members: a task uses the thread count of a local run.
+    """
     from tqdm import tqdm
 
     from .data import load_dataset
     from .train import DeviceData, plan_phases, resolve_device, train_part
 
     os.environ.update(env)
+    torch.set_num_threads(threads)
     device = resolve_device(cfg.device)
     ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
     _, phase = plan_phases(cfg, len(ds.y_train) // cfg.batch_size)
@@ -97,11 +104,12 @@ def train_groups_on_ray(cfg, groups: list[list[int]], parent, workdir: Path | No
 
     connect(cfg)
     env = {k: os.environ[k] for k in ENV_PASSED if k in os.environ}
+    threads = torch.get_num_threads()  # a task trains with this many, as a local run would
     task = ray.remote(train_group_task).options(
-        num_cpus=cfg.ray_cpus_per_task, num_gpus=gpus_per_task(cfg), max_retries=cfg.ray_retries,
-        retry_exceptions=False)
+        num_cpus=threads if cfg.ray_cpus_per_task is None else cfg.ray_cpus_per_task,
+        num_gpus=gpus_per_task(cfg), max_retries=cfg.ray_retries, retry_exceptions=False)
     shipped = ray.put(pack_parent(parent)) if parent is not None else None
-    pending = {task.remote(cfg, members, shipped, str(workdir) if workdir else None, env): members
+    pending = {task.remote(cfg, members, shipped, str(workdir) if workdir else None, env, threads): members
                for members in groups}
     while pending:
         (ready,), _ = ray.wait(list(pending), num_returns=1)
