@@ -110,3 +110,10 @@ def test_group_of_all_classes_is_overall_accuracy(num_classes, n, seed):
     k = max(1, present // 2)
     top, bottom = top_k_classes(scores, labels, k), bottom_k_classes(scores, labels, k)
     assert per_class[top].min() >= per_class[bottom].max()
+
+
+def test_group_accuracy_of_no_group_is_the_accuracy():
+    probs = torch.tensor([[[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [[0.1, 0.9], [0.3, 0.7], [0.4, 0.6]]])
+    y = torch.tensor([0, 1, 1])
+    assert group_accuracy(probs[0], y, None) == pytest.approx(2 / 3)
+    assert group_accuracy(probs, y, None).tolist() == pytest.approx([2 / 3, 2 / 3])

@@ -36,11 +36,6 @@ def pool_configs(base: TrainConfig, pools) -> dict[str, TrainConfig]:
     return configs
 
 
-def _accuracy(p: torch.Tensor, y: torch.Tensor, classes) -> float | torch.Tensor:
-    """Accuracy on a group of classes (None: all examples); (M,) for stacked members."""
-    return M.accuracy(p, y) if classes is None else M.group_accuracy(p, y, classes)
-
-
 def _churn(probs: torch.Tensor, y: torch.Tensor, classes, pairs: int, seed: int) -> tuple[float, float]:
     """Mean pairwise churn (%) of the members on a group of classes (None: all examples), and
     its part where exactly one model of the pair is right (%).
@@ -103,8 +98,8 @@ def churn_vs_gain(pools: Mapping[str, torch.Tensor], y: torch.Tensor, k: int, pa
             groups = {str(int(c)): c.reshape(1) for c in torch.unique(y)}
         ensemble = M.mean_probs(probs)
         for g, classes in groups.items():
-            single = 100 * float(_accuracy(probs, y, classes).mean())
-            ens = 100 * float(_accuracy(ensemble, y, classes))
+            single = 100 * float(M.group_accuracy(probs, y, classes).mean())
+            ens = 100 * float(M.group_accuracy(ensemble, y, classes))
             churn, one_right = _churn(probs, y, classes, pairs, seed)
             rows.append({"model": name, "group": g, "members": size,
                          "churn": churn, "churn_one_right": one_right,

@@ -55,10 +55,6 @@ def corrupted_probs(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
     return out
 
 
-def _accuracy(p: torch.Tensor, y: torch.Tensor, classes) -> float:
-    return M.accuracy(p, y) if classes is None else M.group_accuracy(p, y, classes)
-
-
 def _gain(ensemble: float, single: float) -> float:
     """`metrics.relative_gain`, NaN where no member gets anything right (tiny smoke-test pools)."""
     return M.relative_gain(float(ensemble), single) if single > 0 else float("nan")
@@ -87,7 +83,7 @@ def severity_gains(probs_by: Probs, y: torch.Tensor, k: int) -> pd.DataFrame:
             single = single_model_accuracy(probs, y, groups)
             ensemble = M.mean_probs(probs)
             for group, classes in groups.items():
-                acc = _accuracy(ensemble, y, classes)
+                acc = M.group_accuracy(ensemble, y, classes)
                 rows.append({"corruption": name, "severity": severity, "group": group,
                              "single": single[group], "ensemble": acc, "gain": _gain(acc, single[group])})
     return pd.DataFrame(rows)
@@ -125,7 +121,7 @@ def severity_curves(probs_by: Probs, y: torch.Tensor, k: int, sizes: Sequence[in
     def metric(subset):
         # predicted labels, (len(keys), N): one "model" per corrupted copy
         labels = M.mean_probs(subset).view(len(keys), n, -1).argmax(-1)
-        return {(i, g): float(acc) for g, c in groups.items() for i, acc in enumerate(_accuracy(labels, y, c))}
+        return {(i, g): float(acc) for g, c in groups.items() for i, acc in enumerate(M.group_accuracy(labels, y, c))}
 
     curves = M.ensemble_size_curve(metric, stacked, sizes=sizes, draws=draws, seed=seed)
     rows = []

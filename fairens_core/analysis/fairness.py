@@ -27,13 +27,9 @@ def class_groups(probs: torch.Tensor, y: torch.Tensor, k: int, reference: int | 
     return {"all": None, "top-k": M.top_k_classes(ref, y, k), "bottom-k": M.bottom_k_classes(ref, y, k)}
 
 
-def _group_acc(p: torch.Tensor, y: torch.Tensor, classes) -> float:
-    return M.accuracy(p, y) if classes is None else M.group_accuracy(p, y, classes)
-
-
 def single_model_accuracy(probs, y, groups) -> dict[str, float]:
     """Average member's accuracy on each group: the 'single model' of every ratio."""
-    return {g: float(np.mean([_group_acc(p, y, c) for p in probs])) for g, c in groups.items()}
+    return {g: float(np.mean([M.group_accuracy(p, y, c) for p in probs])) for g, c in groups.items()}
 
 
 def gain_curves(probs: torch.Tensor, y: torch.Tensor, k: int, sizes=None, draws: int = 100,
@@ -50,7 +46,7 @@ def gain_curves(probs: torch.Tensor, y: torch.Tensor, k: int, sizes=None, draws:
 
     def metric(subset):
         ens = M.mean_probs(subset)
-        return {g: _group_acc(ens, y, c) for g, c in groups.items()}
+        return {g: M.group_accuracy(ens, y, c) for g, c in groups.items()}
 
     curves = M.ensemble_size_curve(metric, probs, sizes=sizes, draws=draws, seed=seed)
     rows = []
@@ -68,7 +64,7 @@ def single_vs_ensemble(probs: torch.Tensor, y: torch.Tensor, k: int, reference: 
     ens = M.mean_probs(probs)
     table = pd.DataFrame({
         "single": {g: 100 * single[g] for g in groups},
-        f"ensemble of {len(probs)}": {g: 100 * _group_acc(ens, y, c) for g, c in groups.items()},
+        f"ensemble of {len(probs)}": {g: 100 * M.group_accuracy(ens, y, c) for g, c in groups.items()},
     }).T
     table.columns = ["mean", f"top-{k}", f"bottom-{k}"]
     return table

@@ -22,19 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import metrics as M
 from ..metrics import diversity as D
 
 COMBINE = ("prob", "score")
 METRICS = ("ensemble_acc", "member_acc", "member_acc_min", "ERR", "ERR_bar", "DIV")
-
-
-def _combined_probs(logits: torch.Tensor, combine: str) -> torch.Tensor:
-    """(N, C) ensemble probabilities of (M, N, C) logits: mean of probabilities or softmax of mean scores."""
-    if combine == "prob":
-        return logits.softmax(-1).mean(0)
-    if combine == "score":
-        return logits.mean(0).softmax(-1)
-    raise ValueError(f"combine must be one of {list(COMBINE)}, got {combine!r}")
 
 
 def ensemble_metrics(logits, labels, combine: str = "prob") -> dict:
@@ -59,13 +51,13 @@ def ensemble_metrics(logits, labels, combine: str = "prob") -> dict:
     if f.ndim != 3 or f.shape[1] != y.shape[0]:
         raise ValueError(f"logits must be (M, N, C) with N = len(labels); got {tuple(f.shape)} and {tuple(y.shape)}")
     if combine == "prob":
-        dec = D.diversity_decomposition(f.softmax(-1), y, "ce_prob")
+        dec, combined = D.diversity_decomposition(f.softmax(-1), y, "ce_prob"), M.mean_probs(f.softmax(-1))
     elif combine == "score":
-        dec = D.diversity_decomposition(f, y, "ce_score")
+        dec, combined = D.diversity_decomposition(f, y, "ce_score"), M.score_average(f)
     else:
         raise ValueError(f"combine must be one of {list(COMBINE)}, got {combine!r}")
     member_acc = (f.argmax(-1) == y).double().mean(1)  # (M,)
-    ens_acc = (_combined_probs(f, combine).argmax(-1) == y).double().mean()
+    ens_acc = (combined.argmax(-1) == y).double().mean()
     return {"members": f.shape[0], "ensemble_acc": ens_acc.item(), "member_acc": member_acc.mean().item(),
             "member_acc_min": member_acc.min().item(), "ERR": dec.err.item(), "ERR_bar": dec.err_bar.item(),
             "DIV": dec.div.item()}

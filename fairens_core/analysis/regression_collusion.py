@@ -28,17 +28,13 @@ import torch
 from ..config import TrainConfig
 from ..metrics import diversity as D
 from ..records import run
+from .joint import seeds  # noqa: F401  (the chapters call rc.seeds)
 
 DROPOUT_PS = (0.2, 0.4, 0.6)  # fractions of members dropped at test time (Fig. 4, App. B)
 
 
 def _f64(x) -> torch.Tensor:
     return torch.as_tensor(x).detach().double()
-
-
-def seeds(base_seed: int, repeats: int) -> list[int]:
-    """Seeds of the repeats: base_seed, base_seed + 1, ..."""
-    return [base_seed + r for r in range(repeats)]
 
 
 # ------------------------------------------------------------------ §6.1: symptoms of collusion

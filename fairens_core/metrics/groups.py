@@ -126,8 +126,8 @@ def class_mask(labels: ArrayLike, classes: ArrayLike) -> torch.Tensor:
     return torch.isin(labels, classes)
 
 
-def group_accuracy(preds: ArrayLike, labels: ArrayLike, classes: ArrayLike) -> float | torch.Tensor:
-    """Accuracy on the examples of a group of classes (e.g. top-k or bottom-k).
+def group_accuracy(preds: ArrayLike, labels: ArrayLike, classes: ArrayLike | None) -> float | torch.Tensor:
+    """Accuracy on the examples of a group of classes (e.g. top-k or bottom-k); None: all examples.
 
     Pooled over the group's examples, which equals the mean of the per-class
     accuracies when classes are balanced (CIFAR-100, TinyImageNet test sets).
@@ -135,11 +135,14 @@ def group_accuracy(preds: ArrayLike, labels: ArrayLike, classes: ArrayLike) -> f
     Args:
         preds: (N, C) / (N,) for one model, or (M, N, C) / (M, N) for members.
         labels: (N,) int labels.
-        classes: (K,) class indices defining the group.
+        classes: (K,) class indices defining the group, or None for every example
+            (then it is `accuracy`).
 
     Returns:
         A float (one model) or a (M,) tensor (members).
     """
+    if classes is None:
+        return accuracy(preds, labels)
     mask = class_mask(labels, classes)
     if not mask.any():
         raise ValueError("no example belongs to the given classes")
