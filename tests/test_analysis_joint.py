@@ -159,3 +159,13 @@ def test_member_table():
     first = table[table.beta == 1.0]
     assert first.accuracy.tolist() == [1.0, 0.5] and first.final_train_loss.tolist() == [0.5, 7.0]
     assert (first.learner_dropout == 0.2).all() and first.member.tolist() == [0, 1]
+
+
+def test_train_seeds_gives_one_record_per_seed(tmp_path, monkeypatch):
+    from fairens_core import TrainConfig
+
+    monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path))
+    cfg = TrainConfig(dataset="mnist1d", dataset_options={"n_samples": 700}, model="cnn1d", width=0.25, members=2,
+                      epochs=1, warmup_epochs=0.5, device="cpu", progress=False)
+    records = J.train_seeds(cfg, [3, 4], beta=1.0, vary="init")
+    assert [(r.config["seed"], r.config["beta"], r.config["vary"]) for r in records] == [(3, 1.0, "init"), (4, 1.0, "init")]

@@ -24,6 +24,7 @@ import torch
 
 from .. import metrics as M
 from ..metrics import diversity as D
+from ..records import run
 
 COMBINE = ("prob", "score")
 METRICS = ("ensemble_acc", "member_acc", "member_acc_min", "ERR", "ERR_bar", "DIV")
@@ -176,6 +177,11 @@ def late_rise_share(values: pd.Series) -> float:
         raise ValueError("need at least two points")
     total = v.iloc[-1] - v.iloc[0]
     return float((v.iloc[-1] - v.iloc[-2]) / total) if total > 0 else float("nan")
+
+
+def train_seeds(cfg, seed_list: Iterable[int], **changes) -> list:
+    """Records of `cfg` with `changes`, one per seed of `seed_list` (cache hits when trained before)."""
+    return [run(cfg.replace(seed=s, **changes), quiet=True) for s in seed_list]
 
 
 def seeds(base_seed: int, repeats: int) -> list[int]:
