@@ -253,3 +253,21 @@ def test_hardest_examples_and_overlap():
     assert ov["same run, vs final epoch"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="k="):
         L.hardest_examples(traj, y, k=5)
+
+
+@pytest.mark.parametrize("knobs, name", [(dict(member=5), "member"), (dict(iterate_fraction=1.0), "iterate_fraction"),
+                                         (dict(samples=1), "samples"), (dict(epochs=1), "epochs")])
+def test_subspace_plan_names_the_bad_knob(knobs, name):
+    from fairens_core import TrainConfig
+
+    cfg = TrainConfig(members=5, epochs=knobs.pop("epochs", 10))
+    args = {**dict(member=0, samples=4, iterate_fraction=0.5), **knobs}
+    with pytest.raises(ValueError, match=name):
+        L.subspace_plan(cfg, **args)
+
+
+def test_subspace_plan_starts_the_iterates_after_the_fraction():
+    from fairens_core import TrainConfig
+
+    assert L.subspace_plan(TrainConfig(members=5, epochs=10), 0, 4, 0.5) == 6
+    assert L.subspace_plan(TrainConfig(members=5, epochs=2), 0, 4, 0.9) == 1

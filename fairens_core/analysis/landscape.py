@@ -65,6 +65,25 @@ def _need_trajectories(record) -> None:
                          "snapshot_weights=True and track_predictions != 0")
 
 
+def subspace_plan(cfg: TrainConfig, member: int, samples: int, iterate_fraction: float) -> int:
+    """Check the subspace chapter's knobs before anything trains; returns `iterate_from`, the first
+    epoch (1-based) of the SWA-style iterates the Gaussians are fitted to (at least 2 of them).
+
+    Raises ValueError naming the knob: member in [0, members), iterate_fraction in [0, 1),
+    samples ≥ 2, and epochs ≥ 2.
+    """
+    if not 0 <= member < cfg.members:
+        raise ValueError(f"member={member}: must be in [0, members={cfg.members})")
+    if not 0 <= iterate_fraction < 1:
+        raise ValueError(f"iterate_fraction={iterate_fraction}: must be in [0, 1)")
+    if samples < 2:
+        raise ValueError(f"samples={samples}: at least 2 functions per sampler setting")
+    iterate_from = min(int(cfg.epochs * iterate_fraction) + 1, cfg.epochs - 1)
+    if iterate_from < 1:
+        raise ValueError(f"epochs={cfg.epochs}: the Gaussians need at least 2 checkpoints, train for 2 epochs or more")
+    return iterate_from
+
+
 def checkpoint_similarity(record, member: int = 0) -> pd.DataFrame:
     """Epoch × epoch similarity of the checkpoints of one run (report: "Snapshots").
 
