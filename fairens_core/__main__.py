@@ -1,4 +1,10 @@
-"""Command line: `python -m fairens_core train ...` and `python -m fairens_core book ...`."""
+"""Command line: `python -m fairens_core {train,book,plan,pack} ...`.
+
+    train   one run from flags / a JSON config, or every run of a plan (--plan)
+    book    execute the chapters and build the HTML book
+    plan    execute chapters with placeholder records: the runs they need and their cost
+    pack    copy a plan's records into a folder of compact records ($FAIRENS_RECORDS)
+"""
 
 from __future__ import annotations
 
@@ -23,10 +29,18 @@ def train_main(argv: list[str]) -> int:
                                      description="Train an ensemble (or load it from the cache) and print its record path.")
     parser.add_argument("--config", help="JSON file with TrainConfig fields; flags override it")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--plan", help="train every run of this plan file (python -m fairens_core plan); "
+                                       "flags may then only set execution fields such as --device")
+    parser.add_argument("--summary", help="with --plan: write one JSON line per run here (wall time, accuracy)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="with --plan: skip a run unless it is predicted (from the FLOP/s of the runs "
+                             "trained so far) to finish within this many seconds of the start")
     for f in dataclasses.fields(TrainConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_literal, default=None,
                             help=f"default: {f.default if f.default is not dataclasses.MISSING else '{}'}")
     args = parser.parse_args(argv)
+    if args.plan:
+        return train_plan(parser, args)
     values = json.loads(open(args.config).read()) if args.config else {}
     values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                    if getattr(args, f.name) is not None})
@@ -44,9 +58,64 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
+def train_plan(parser: argparse.ArgumentParser, args) -> int:
+    """Train (or find in the cache) every run of a plan; a failing run is reported, the rest go on."""
+    import time
+
+    from .config import NOT_IN_KEY
+    from .plan import read_plan
+    from .records import find_record, run
+
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    if set(flags) - set(NOT_IN_KEY):
+        parser.error(f"with --plan, flags may only set execution fields {list(NOT_IN_KEY)}; "
+                     f"got {sorted(set(flags) - set(NOT_IN_KEY))}")
+    try:
+        entries = read_plan(args.plan)
+        configs = [TrainConfig.from_dict(e["config"]).replace(**flags).validate() for e in entries]
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    failed, skipped, begin, trained_flops, trained_s = [], [], time.perf_counter(), 0, 0.0
+    for i, (entry, config) in enumerate(zip(entries, configs), 1):
+        started = time.perf_counter()
+        cached = find_record(config.key()) is not None
+        if args.budget_s and trained_s and not cached:  # predict this run's time from the runs so far
+            predicted, left = entry["train_flops"] * trained_s / trained_flops, args.budget_s - (started - begin)
+            if predicted > left:
+                skipped.append(config.key())
+                print(f"[{i}/{len(configs)}] {config.key()} skipped: ~{predicted:.0f} s predicted, {left:.0f} s left")
+                continue
+        try:
+            record = run(config, quiet=args.quiet)
+        except Exception as err:  # noqa: BLE001 - report it, train the others; a rerun resumes
+            failed.append(config.key())
+            print(f"[{i}/{len(configs)}] {config.key()} FAILED: {type(err).__name__}: {err}", flush=True)
+            continue
+        seconds = time.perf_counter() - started
+        if not cached:
+            trained_flops, trained_s = trained_flops + entry["train_flops"], trained_s + seconds
+        line = {"key": config.key(), "chapter": entry.get("chapter", ""), "model": config.model,
+                "width": config.width, "members": config.members, "epochs": config.epochs, "cached": cached,
+                "seconds": round(seconds, 2),
+                "tflops_per_s": None if cached else round(entry["train_flops"] / seconds / 1e12, 3),
+                "device": record.meta.get("device_name")}
+        if record.meta.get("task") == "classification":
+            line.update(member_accuracy=round(record.member_accuracy().mean().item(), 4),
+                        ensemble_accuracy=round(record.ensemble_accuracy(), 4))
+        print(f"[{i}/{len(configs)}] " + "  ".join(f"{k}={v}" for k, v in line.items()), flush=True)
+        if args.summary:
+            with open(args.summary, "a") as f:
+                f.write(json.dumps(line) + "\n")
+    print(f"{len(configs) - len(failed) - len(skipped)} of {len(configs)} runs done"
+          + (f"; FAILED: {failed}" if failed else "") + (f"; skipped (budget): {skipped}" if skipped else ""))
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"train": train_main}
+    from .plan import pack_main, plan_main
+
+    commands = {"train": train_main, "plan": plan_main, "pack": pack_main}
     try:
         from .book import main as book_main
 

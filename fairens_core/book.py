@@ -2,7 +2,7 @@
 
 Command line (``python -m fairens_core book ...`` or ``python -m fairens_core.book ...``)::
 
-    book [--chapters NAME ...] [-p NAME VALUE ...] [--no-build] [--book-root PATH]
+    book [--chapters NAME ...] [-p NAME VALUE ...] [--full] [--no-build] [--book-root PATH]
 
 Every notebook listed in ``_toc.yml`` (or the chosen subset, matched by file
 stem such as ``bottom_k`` or by path such as ``book/part1_fair_ensemble/bottom_k``)
@@ -17,6 +17,11 @@ chapters still run and the command exits non-zero. Then the HTML is built
 with ``jupyter-book build`` (which does not execute anything itself:
 ``execute_notebooks: off`` in ``_config.yml``).
 
+``--full`` executes the chosen chapters with ``profile="full"`` into
+``book/full/<part>/<chapter>.ipynb`` instead (the book's "At full scale" part),
+reading run records from ``records/full`` (``$FAIRENS_RECORDS``), which
+``python -m fairens_core pack`` writes; a run missing there is trained.
+
 This module is also the book's Sphinx extension (``extra_extensions`` in
 ``_config.yml``): it ships the offline vega bundle and, when the
 ``sphinx-mathjax-offline`` package is installed, an offline MathJax.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import re
 import shutil
 import subprocess
@@ -36,6 +42,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 INJECTED_TAG = "injected-parameters"
+FULL_DIR = Path("book") / "full"  # full-profile copies of chapters, relative to the book root
+FULL_RECORDS = Path("records") / "full"  # their run records, shipped with the book
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -84,8 +92,42 @@ def _resolve(root: Path, name: str) -> Path:
 
 
 def chapters(root) -> list[Path]:
-    """The notebooks (chapters) listed in the toc, in toc order."""
-    return [p for p in toc_files(root) if p.suffix == ".ipynb"]
+    """The chapters listed in the toc, in toc order (their full-profile copies excluded)."""
+    full = Path(root).resolve() / FULL_DIR
+    return [p for p in toc_files(root) if p.suffix == ".ipynb" and full not in p.resolve().parents]
+
+
+def full_copy(root: Path, chapter: Path) -> Path:
+    """Where the full-profile copy of `chapter` (book/<part>/<name>.ipynb) lives."""
+    root = Path(root).resolve()
+    return root / FULL_DIR / Path(chapter).resolve().relative_to(root / "book")
+
+
+def full_copies(root) -> list[tuple[Path, Path]]:
+    """(chapter, its full-profile copy) for every chapter that has one, in toc order."""
+    return [(c, full_copy(root, c)) for c in chapters(root) if full_copy(root, c).exists()]
+
+
+FULL_NOTE_TAG = "full-profile-note"
+FULL_NOTE = (
+    "```{note}\nThis page is chapter *{name}* executed with the full profile (`profile=\"full\"`), "
+    "from the run records in `records/full`. The text was written for the default run on a CPU; the "
+    "numbers, figures and the claims table are the full profile's. [At full scale]({overview}) "
+    "lists the claims whose verdict differs between the two.\n```")
+
+
+def mark_full_copy(root: Path, chapter: Path, copy: Path) -> None:
+    """Put a note under the title of a full-profile copy saying what it is (once)."""
+    import nbformat
+
+    nb = nbformat.read(str(copy), as_version=4)
+    nb.cells = [c for c in nb.cells if FULL_NOTE_TAG not in c.get("metadata", {}).get("tags", [])]
+    overview = os.path.relpath(Path(root).resolve() / FULL_DIR / "overview.ipynb", copy.resolve().parent)
+    note = nbformat.v4.new_markdown_cell(FULL_NOTE.replace("{name}", chapter.stem).replace("{overview}", overview),
+                                         metadata={"tags": [FULL_NOTE_TAG]})
+    title = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
+    nb.cells.insert(title + 1, note)
+    nbformat.write(nb, str(copy))
 
 
 def missing(root) -> list[Path]:
@@ -119,10 +161,11 @@ def parse_value(text: str):
 
 
 def run_chapter(path: Path, parameters: dict, kernel: str = "python3",
-                failed_dir: Optional[Path] = None) -> Optional[str]:
-    """Execute ``path`` in place with papermill; return None on success, else the error's tail.
+                failed_dir: Optional[Path] = None, output: Optional[Path] = None) -> Optional[str]:
+    """Execute ``path`` with papermill, in place or into ``output``; return None on success,
+    else the error's tail.
 
-    The notebook is only replaced when execution succeeds; a failed run is
+    The notebook is only written when execution succeeds; a failed run is
     saved to ``failed_dir`` (if given) for inspection.
     """
     import nbformat
@@ -146,7 +189,7 @@ def run_chapter(path: Path, parameters: dict, kernel: str = "python3",
             return _error_tail(exc)
         done = nbformat.read(str(out), as_version=4)
     _strip_run_metadata(done)
-    nbformat.write(done, str(path))
+    nbformat.write(done, str(output or path))
     return None
 
 
@@ -187,6 +230,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                    metavar=("NAME", "VALUE"),
                    help="override a parameter of every chosen chapter (value parsed as a Python literal)")
+    p.add_argument("--full", action="store_true",
+                   help="execute with profile='full' into book/full/... (records from records/full)")
     p.add_argument("--no-build", action="store_true", help="execute only; skip jupyter-book build")
     p.add_argument("--book-root", type=Path, default=None,
                    help="folder with _config.yml and _toc.yml (default: nearest at or above cwd)")
@@ -201,6 +246,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     every = chapters(root)
     todo = select(every, args.chapters, root) if args.chapters else every
     params = {name: parse_value(value) for name, value in args.parameter}
+    if args.full:
+        params = {"profile": "full", **params}
+        os.environ.setdefault("FAIRENS_RECORDS", str(root / FULL_RECORDS))
 
     from .claims import read_claims
 
@@ -216,11 +264,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not path.exists():
             error = f"file not found: {path}"
         else:
+            output = full_copy(root, path) if args.full else None
+            if output is not None:
+                output.parent.mkdir(parents=True, exist_ok=True)
             error = run_chapter(path, params, kernel=args.kernel,
-                                failed_dir=root / "_build" / "failed")
+                                failed_dir=root / "_build" / "failed", output=output)
         elapsed = time.monotonic() - t0
+        if error is None and output is not None:
+            mark_full_copy(root, path, output)
         if error is None:
-            rows = read_claims(path)
+            rows = read_claims(output or path)
             verdict = f"claims {sum(r['holds'] for r in rows)}/{len(rows)} hold" if rows else "no claims table"
             print(f"ok ({elapsed:.1f}s, {verdict})", flush=True)
         else:

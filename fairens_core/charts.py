@@ -58,6 +58,9 @@ def enable() -> None:
     _ids = itertools.count(1)
     alt.renderers.register(RENDERER, render)
     alt.renderers.enable(RENDERER)
+    # the renderer stores each chart's data once, compactly; full-profile charts exceed
+    # altair's default limit of 5,000 rows
+    alt.data_transformers.disable_max_rows()
 
 
 def rounded(spec: dict, digits: int = 4) -> dict:

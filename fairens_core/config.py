@@ -24,7 +24,7 @@ EXECUTORS = ("local", "ray")
 
 # Fields that do not change the result (where or how fast it runs) stay out of the cache key.
 NOT_IN_KEY = ("device", "execution", "max_group", "data_root", "progress", "executor", "ray_address",
-              "ray_cpus_per_task", "ray_gpus_per_task", "ray_retries")
+              "ray_cpus_per_task", "ray_gpus_per_task", "ray_retries", "channels_last", "compile")
 
 
 @dataclass
@@ -82,6 +82,11 @@ class TrainConfig:
     ray_cpus_per_task: float | None = None  # None: torch's intra-op threads here (a task trains with as many)
     ray_gpus_per_task: float | None = None  # None: 1 when the device is CUDA ("auto" on a GPU cluster), else 0
     ray_retries: int = 3  # re-runs of a task whose worker died; a Python error is not retried
+    # speed only, same result up to float rounding: image batches and conv weights in channels-last
+    # memory layout (cuDNN's NHWC kernels under bf16), and torch.compile of the training forward
+    # (CUDA only: on another device it is ignored with a warning)
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self):
         self.milestones = tuple(self.milestones)
@@ -183,6 +188,9 @@ class TrainConfig:
             raise ValueError(f"device={self.device!r}: use 'auto', 'cpu' or 'cuda[:n]'")
         if self.max_group is not None:
             positive("max_group", self.max_group)
+        for name in ("channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be True or False")
         for name in ("track_predictions", "track_outputs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < -1:

@@ -42,6 +42,7 @@ class StackedEnsemble(nn.Module):
         # architecture only, no storage; kept out of the module tree so .to(device) skips it
         object.__setattr__(self, "template", copy.deepcopy(members[0]).to("meta"))
         self.randomness = "different"
+        self.channels_last = False  # see use_channels_last
 
     @property
     def size(self) -> int:
@@ -55,11 +56,28 @@ class StackedEnsemble(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.template.train(self.training)
         params, buffers = self.stacked()
+        if self.channels_last and x.dim() == 5:
+            x = stacked_channels_last(x)
 
         def one(p, b, xm):
             return functional_call(self.template, (p, b), (xm,))
 
         return torch.vmap(one, randomness=self.randomness)(params, buffers, x)
+
+    @torch.no_grad()
+    def use_channels_last(self) -> "StackedEnsemble":
+        """Lay out image inputs and conv weights channels-last from now on (values unchanged).
+
+        vmap runs the M members' convolutions as one grouped convolution over (B, M*C, H, W)
+        inputs and (M*O, C, kh, kw) weights; both are channels-last views when every stacked
+        conv weight (M, O, C, kh, kw) is stored in the order M, O, kh, kw, C and every input
+        batch (M, B, C, H, W) in the order B, H, W, M, C (see `stacked_channels_last`).
+        """
+        for p in self.params.values():
+            if p.dim() == 5:  # stacked 4-D conv weights
+                p.data = p.data.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+        self.channels_last = True
+        return self
 
     def member(self, m: int) -> nn.Module:
         """Member m as an ordinary nn.Module (a copy)."""
@@ -88,6 +106,15 @@ class StackedEnsemble(nn.Module):
     def parameter_counts(self) -> list[tuple[str, int]]:
         params, _ = self.stacked()
         return [(k, params[k][0].numel()) for k in self.names]
+
+
+def stacked_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The same (M, B, C, H, W) batch stored in the order B, H, W, M, C.
+
+    Then vmap's grouped convolution reads it as a channels-last (B, M*C, H, W) tensor without
+    a copy; storing each member's slice channels-last (order M, B, H, W, C) would not merge.
+    """
+    return x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2)
 
 
 def reinit_names(counts: list[tuple[str, int]], fraction: float, side: str) -> list[str]:

@@ -51,6 +51,7 @@ __all__ = [
     "ResNet18",
     "WideResNet16",
     "VGGSmall",
+    "FastCNN",
 ]
 
 
@@ -530,6 +531,81 @@ class VGGSmall(nn.Module):
         return self.fc(self.dropout(self.features(x).flatten(1)))
 
 
+# --------------------------------------------------------------------------- FastCNN
+
+
+class ConvPoolGroup(nn.Module):
+    """conv3x3 -> max-pool 2 -> BN -> GELU -> conv3x3 -> BN -> GELU.
+
+    ``(B, C_in, H, W) -> (B, C_out, H // 2, W // 2)``.  Pooling right after the
+    first conv makes the second conv (and both BatchNorms) run at a quarter of
+    the pixels; the convs have no bias since a BatchNorm follows each.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.bn1(self.pool(self.conv1(x))))
+        return F.gelu(self.bn2(self.conv2(x)))
+
+
+class FastCNN(nn.Module):
+    """A small, fast CIFAR-10 network for few-epoch training, any ``(C, H, W)`` with H, W >= 16.
+
+    ``(B, C, H, W) -> (B, num_classes)``::
+
+        Conv2d(C -> 8C, kernel 2, no padding, bias) + GELU     32x32 -> 31x31
+        3 x ConvPoolGroup, 64 / 256 / 256 channels (x width)   31 -> 15 -> 7 -> 3
+        global max pool, flatten, (dropout,)
+        Linear(256 -> num_classes, no bias), times 1/9
+
+    The 2x2 stem has ``2 * C * 2 * 2`` channels (24 for RGB: twice the size of
+    a 2x2 patch), not scaled by ``width``.  The fixed output scale ``1/9`` (a
+    plain float, not a parameter) keeps the initial logits small, which suits
+    the large learning rates of short schedules.  1.97M parameters and 0.24
+    forward GFLOPs per 32x32 example at width 1 (``model_flops``).  The layout
+    of the fast CIFAR-10 trainers (Page 2018; Jordan 2024, "airbench"), without
+    their whitening initialisation, frozen BatchNorm scales, lookahead or
+    test-time augmentation: those belong to a training recipe, not to the
+    architecture.
+    """
+
+    name = "fastcnn"
+    stages = (64, 256, 256)
+    stem_kernel = 2
+    scale = 1 / 9
+
+    @staticmethod
+    def check_input_shape(input_shape: tuple[int, ...]) -> None:
+        # stem (-1) then three halvings: 16 -> 15 -> 7 -> 3 -> 1
+        _image_shape("fastcnn", input_shape, min_hw=16)
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: float = 1, dropout: float = 0.0):
+        self.check_input_shape(input_shape)
+        super().__init__()
+        c_in = input_shape[0]
+        stem = 2 * c_in * self.stem_kernel**2
+        self.stem = nn.Conv2d(c_in, stem, self.stem_kernel, padding=0, bias=True)
+        widths = [_channels(c, width) for c in self.stages]
+        self.group1 = ConvPoolGroup(stem, widths[0])
+        self.group2 = ConvPoolGroup(widths[0], widths[1])
+        self.group3 = ConvPoolGroup(widths[1], widths[2])
+        self.dropout = _maybe_dropout(dropout)
+        self.fc = nn.Linear(widths[2], num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.stem(x))
+        x = self.group3(self.group2(self.group1(x)))
+        x = x.amax(dim=(2, 3))  # global max pool
+        return self.fc(self.dropout(x)) * self.scale
+
+
 # --------------------------------------------------------------------------- registry & API
 
 
@@ -543,6 +619,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": ResNet18,
     "wrn16": WideResNet16,
     "vgg_small": VGGSmall,
+    "fastcnn": FastCNN,
 }
 
 # models whose ``width`` is an integer widening factor rather than a multiplier

@@ -3,7 +3,9 @@
 - `default`: embedded data (mnist1d, generated offline; scikit-learn's bundled sets) on a
   2-core CPU, each chapter in about two minutes.
 - `smoke`: the smallest run that exercises every code path (tests).
-- `full`: paper scale on a GPU (CIFAR-10 with CIFAR ResNets, many members).
+- `full`: CIFAR-10 on a GPU with the book's fast recipe (`fastcnn`, 10 epochs, bf16), sized so
+  that the whole book's full profile trains in about 20 GPU-minutes on one H100-class GPU
+  (`python -m fairens_core plan` lists every run and its cost).
 
 A chapter calls `chapter_settings(name, profile, **parameters)`; every explicit (non-None)
 parameter overrides the profile, and unknown names are an error.
@@ -27,11 +29,18 @@ BASE = {
     "smoke": dict(dataset="mnist1d", dataset_options={"n_samples": 1500}, model="cnn1d", width=0.5,
                   members=4, epochs=2, batch_size=64, optimizer="nesterov", lr=0.1,
                   schedule="triangular", warmup_epochs=0.5, device="cpu"),
-    "full": dict(dataset="cifar10_jpeg", model="resnet20", members=50, epochs=30, batch_size=512,
-                 optimizer="nesterov", lr=0.4, momentum=0.9, weight_decay=5e-4, schedule="triangular",
-                 warmup_epochs=6, label_smoothing=0.1, augment=("crop", "flip"), device="auto",
-                 precision="bf16"),
+    # The fast recipe: an airbench-class CNN (~0.24 GFLOP per image), one-cycle Nesterov SGD for 10
+    # epochs at batch 512, label smoothing, crop + flip on the GPU, bf16, channels-last. Peak lr 0.8
+    # was the best of 0.4 / 0.8 / 1.6 on a CPU proxy (width 0.25, 20k images, 8 epochs): untuned on GPU.
+    "full": dict(dataset="cifar10_jpeg", model="fastcnn", members=20, epochs=10, batch_size=512,
+                 optimizer="nesterov", lr=0.8, momentum=0.9, weight_decay=5e-4, schedule="triangular",
+                 warmup_epochs=2, label_smoothing=0.2, augment=("crop", "flip"), device="auto",
+                 precision="bf16", channels_last=True),
 }
+
+# Part IV's full run keeps every epoch's weights: quarter-width fastcnn members (0.12M parameters)
+# keep the shipped record small (5 members x 10 epochs x 0.5 MB).
+PART4_FULL_TRAIN = dict(width=0.25, members=5, snapshot_weights=True, track_predictions=1000)
 
 # Chapter knobs that are not training fields (pool sizes, K, draws, ...), per profile.
 CHAPTERS: dict[str, dict[str, dict]] = {
@@ -41,8 +50,8 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "default": dict(K=3, pairs=100, pools=[["cnn1d", 1, None], ["cnn1d", 0.5, 10],
                                                ["cnn1d", 0.25, 10], ["mlp", 1, 10]]),
         "smoke": dict(K=2, pairs=100, pools=[["cnn1d", 0.5, None], ["cnn1d", 0.25, None], ["mlp", 1, None]]),
-        "full": dict(K=3, pairs=100, pools=[["resnet20", 1, None], ["resnet8", 1, 20], ["wrn16", 2, 20],
-                                            ["vgg_small", 1, 20], ["small_cnn", 1, 20]]),
+        "full": dict(K=3, pairs=100, pools=[["fastcnn", 1, None], ["fastcnn", 0.5, 10], ["fastcnn", 0.25, 10],
+                                            ["small_cnn", 1, 10]]),
     },
     # Part I ch. 2: 10 MLPs on synthetic data with a 10% minority (a 50% test split leaves 500
     # minority test examples), every ablation x 3 seeds (~3 s each on a CPU); Adult: the standard
@@ -86,7 +95,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
     "randomness": {
         "default": dict(K=3, draws=100, train=dict(members=5, augment=("shift",), track_predictions=-1)),
         "smoke": dict(K=2, draws=10, train=dict(members=3, augment=("shift",), track_predictions=-1)),
-        "full": dict(K=3, draws=100, train=dict(members=20, track_predictions=-1)),
+        "full": dict(K=3, draws=100, train=dict(members=5, track_predictions=1000)),  # curves on 1,000 test images
     },
     # Part I ch. 3: chapter bottom_k's pool (no `train`, so a cache hit) on corrupted test inputs.
     # corruptions None: all of the input's family; n_eval None: the whole test set.
@@ -95,7 +104,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
                         draws=50, n_eval=None),
         "smoke": dict(K=2, corruptions=["gaussian_noise", "shift"], severities=[1, 3, 5], sizes=[1, 2, 4],
                       draws=5, n_eval=None),
-        "full": dict(K=3, corruptions=None, severities=[1, 2, 3, 4, 5], sizes=[1, 2, 3, 5, 10, 20, 30, 50],
+        "full": dict(K=3, corruptions=None, severities=[1, 2, 3, 4, 5], sizes=[1, 2, 3, 5, 10, 20],
                      draws=100, n_eval=2000),
     },
     # Part II ch. 4 (paper 001 §6.1): L_beta MLP ensembles on tabular regression, members differing by
@@ -124,7 +133,8 @@ CHAPTERS: dict[str, dict[str, dict]] = {
     },
     # Part II ch. 5 (paper 001 §6.2, App. G.1): beta = 0 vs 1 trained with Adam at a constant learning
     # rate, per-epoch raw outputs on train and test (track_outputs=-1). Default: diabetes, 5 MLPs,
-    # 60 epochs, 5 repeats; full: the paper's setting, CIFAR-10, 5 members, 100 epochs, 6 repeats.
+    # 60 epochs, 5 repeats; full: CIFAR-10, 5 half-width fastcnn members, 30 epochs, 3 repeats (the paper
+    # trains 100 epochs with 6 repeats: ~25x the GPU time).
     "generalization": {
         "default": dict(train=dict(dataset="diabetes", dataset_options={}, model="mlp", width=0.5, members=5,
                                    epochs=60, batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0,
@@ -136,10 +146,10 @@ CHAPTERS: dict[str, dict[str, dict]] = {
                                  schedule="constant", warmup_epochs=0, vary="init", save_weights=False,
                                  track_outputs=-1),
                       betas=[0, 1], repeats=2, tail_epochs=2),
-        "full": dict(train=dict(members=5, epochs=100, optimizer="adam", lr=1e-3, weight_decay=0.0,
+        "full": dict(train=dict(width=0.5, members=5, epochs=30, optimizer="adam", lr=1e-3, weight_decay=0.0,
                                 schedule="constant", warmup_epochs=0, label_smoothing=0.0, vary="init",
-                                save_weights=False, track_outputs=2000),
-                     betas=[0, 1], repeats=6, tail_epochs=10),
+                                save_weights=False, track_outputs=500),
+                     betas=[0, 1], repeats=3, tail_epochs=5),
     },
     # Part II ch. 1: a small regression ensemble (its own `train`) next to chapter bottom_k's pool.
     "diversity": {
@@ -168,9 +178,9 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "smoke": dict(train=dict(members=3, epochs=2, warmup_epochs=0.5, vary="init", track_predictions=-1),
                       betas=[0, 0.5, 1], score_betas=[0, 1], large_members=4, large_betas=[0, 1], repeats=1,
                       cnn_train=None),
-        "full": dict(train=dict(members=5, vary="init", label_smoothing=0.0, track_predictions=2000),
-                     betas=[0, 0.2, 0.4, 0.6, 0.8, 1], score_betas=[0, 0.2, 0.4, 0.6, 0.8, 1], large_members=10,
-                     large_betas=[0, 0.2, 0.4, 0.6, 0.8, 1], repeats=3,
+        "full": dict(train=dict(width=0.5, members=5, vary="init", label_smoothing=0.0, track_predictions=1000),
+                     betas=[0, 0.2, 0.4, 0.6, 0.8, 1], score_betas=[0, 0.4, 0.8, 1], large_members=10,
+                     large_betas=[0, 0.4, 0.8, 1], repeats=1,
                      cnn_train=dict(model="small_cnn", dropout=0.1, optimizer="adam", lr=1e-3, weight_decay=0.0,
                                     schedule="constant", precision="fp32")),
     },
@@ -183,19 +193,19 @@ CHAPTERS: dict[str, dict[str, dict]] = {
                         dropouts=[0, 0.2, 0.4, 0.6], repeats=1),
         "smoke": dict(train=dict(members=3, epochs=2, warmup_epochs=0.5, vary="init", track_predictions=-1),
                       dropouts=[0, 0.5], repeats=1),
-        "full": dict(train=dict(members=5, vary="init", label_smoothing=0.0, track_predictions=2000),
-                     dropouts=[0, 0.2, 0.4, 0.6], repeats=3),
+        "full": dict(train=dict(width=0.5, members=5, vary="init", label_smoothing=0.0, track_predictions=1000),
+                     dropouts=[0, 0.2, 0.4, 0.6], repeats=1),
     },
     # Part V ch. 1 (paper 004 §2.1, Fig. 1): one pool of `members` per width of one architecture; an
     # n-member ensemble is a sub-ensemble of its width's pool (all subsets when there are <= draws of
     # them). plateau_at: the size whose share of the pool's gain tests "diminishing returns". Default:
-    # cnn1d at four widths on mnist1d (~1.5 min of 2-core CPU); full: WRN-16-k, k in {1, 2, 4, 8}, on
-    # CIFAR-10 (GPU; max_group bounds memory of the widest pool).
+    # cnn1d at four widths on mnist1d (~1.5 min of 2-core CPU); full: fastcnn at four widths (0.016 to
+    # 0.97 GFLOP per image) on CIFAR-10 (GPU). The paper's WRN-16-k family at 8 members would need
+    # ~160 PFLOP, 10x this.
     "flops": {
         "default": dict(train=dict(members=8), widths=[0.25, 0.5, 1, 2], sizes=None, draws=100, plateau_at=4),
         "smoke": dict(train=dict(members=3), widths=[0.25, 0.5], sizes=None, draws=10, plateau_at=2),
-        "full": dict(train=dict(model="wrn16", members=8, max_group=4), widths=[1, 2, 4, 8], sizes=None, draws=100,
-                     plateau_at=4),
+        "full": dict(train=dict(members=8), widths=[0.25, 0.5, 1, 2], sizes=None, draws=100, plateau_at=4),
     },
     # Part IV ch. 1 (paper 003, "Dissecting the Weight Space"): one run of `members` independent
     # inits with every epoch's weights and test predictions (shared by all Part IV chapters).
@@ -206,7 +216,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
                         late_fraction=0.5),
         "smoke": dict(train=dict(members=3, epochs=3, snapshot_weights=True, track_predictions=-1), member=0,
                       late_fraction=0.5),
-        "full": dict(train=dict(members=5, snapshot_weights=True, track_predictions=2000), member=0,
+        "full": dict(train=dict(PART4_FULL_TRAIN), member=0,
                      late_fraction=0.5),
     },
     # Part IV ch. 4 (paper 003, "Perturbating an already optimized solution"; Fort et al. §4-5): chapter
@@ -223,7 +233,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "smoke": dict(train=dict(members=3, epochs=3, snapshot_weights=True, track_predictions=-1), member=0,
                       samples=3, gaussian_scales=[0.05, 0.2], diagonal_scales=[1], low_rank_scales=[1], rank=2,
                       iterate_fraction=0.5, dropout_rates=[0.25], draws=3),
-        "full": dict(train=dict(members=5, snapshot_weights=True, track_predictions=2000), member=0, samples=10,
+        "full": dict(train=dict(PART4_FULL_TRAIN), member=0, samples=10,
                      gaussian_scales=[0.01, 0.02, 0.05, 0.1, 0.2], diagonal_scales=[0.5, 1, 2, 4],
                      low_rank_scales=[0.5, 1, 2, 4], rank=5, iterate_fraction=0.5, dropout_rates=[0.1, 0.25, 0.5],
                      draws=20),
@@ -238,7 +248,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
                         samples=5, sample_scale=0.1, perplexity=None),
         "smoke": dict(train=dict(members=3, epochs=3, snapshot_weights=True, track_predictions=-1), runs=3,
                       examples=100, samples=2, sample_scale=0.1, perplexity=None),
-        "full": dict(train=dict(members=5, snapshot_weights=True, track_predictions=2000), runs=3, examples=2000,
+        "full": dict(train=dict(PART4_FULL_TRAIN), runs=3, examples=1000,
                      samples=5, sample_scale=0.05, perplexity=None),
     },
     # Part IV ch. 3 (paper 003, "Intrinsic Hardness as a Function of Initialization"): chapter
@@ -248,7 +258,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "default": dict(train=dict(members=5, snapshot_weights=True, track_predictions=-1), runs=3, hardest=100),
         "smoke": dict(train=dict(members=3, epochs=3, snapshot_weights=True, track_predictions=-1), runs=3,
                       hardest=20),
-        "full": dict(train=dict(members=5, snapshot_weights=True, track_predictions=2000), runs=3, hardest=100),
+        "full": dict(train=dict(PART4_FULL_TRAIN), runs=3, hardest=100),
     },
     "bottom_k": {
         "default": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100),
@@ -265,16 +275,16 @@ CHAPTERS: dict[str, dict[str, dict]] = {
 # moves before the peak, and a flat multistep phase at 0.1 leaves some re-initialised children
 # stuck); every epoch's test predictions are kept (forgetting events). Spawn times are fractions
 # of the T training steps: 0 (shared init only), log-spaced from T/32 to T/2, and 3T/4. K: ensemble size.
-# Default: 5 members per condition, ~5 s of one CPU core per ensemble. Full: the paper's ResNet-20
-# on CIFAR-10 (GPU), without label smoothing (the chapters measure calibration).
+# Default: 5 members per condition, ~5 s of one CPU core per ensemble. Full: half-width fastcnn on
+# CIFAR-10 (GPU; the paper uses ResNet-20), without label smoothing (the chapters measure calibration).
 _PART3 = {
     "default": dict(train=dict(width=0.5, members=5, schedule="cosine", warmup_epochs=0.5,
                                track_predictions=-1),
                     spawn_fractions=[0, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4], K=5),
     "smoke": dict(train=dict(members=3, schedule="cosine", warmup_epochs=0.5, track_predictions=-1),
                   spawn_fractions=[0, 1 / 4, 1 / 2], K=3),
-    "full": dict(train=dict(members=5, schedule="cosine", warmup_epochs=1, label_smoothing=0.0,
-                            track_predictions=2000),
+    "full": dict(train=dict(width=0.5, members=5, schedule="cosine", warmup_epochs=1, label_smoothing=0.0,
+                            track_predictions=1000),
                  spawn_fractions=[0, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4], K=5),
 }
 CHAPTERS.update({
@@ -293,8 +303,8 @@ CHAPTERS.update({
                                                                  schedule="multistep", warmup_epochs=1)),
         "smoke": dict(_PART3["smoke"], forgetting_train=dict(members=3, vary="batch_order", epochs=3,
                                                              schedule="multistep", warmup_epochs=0.5)),
-        "full": dict(_PART3["full"], forgetting_train=dict(members=10, vary="batch_order", epochs=60,
-                                                           schedule="multistep", warmup_epochs=2)),
+        "full": dict(_PART3["full"], forgetting_train=dict(members=10, vary="batch_order", epochs=20,
+                                                           schedule="multistep", warmup_epochs=1)),
     },
     # Part III ch. 4 (§3, Fig. 1i-j, 3): children spawned at reinit_spawn (a fraction of training,
     # one of the spawn_fractions, so that the no-re-init record is chapter coupling's) with a

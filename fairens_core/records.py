@@ -90,7 +90,9 @@ class RunRecord:
         from .models import build_model
 
         if self.weights is None:
-            raise ValueError(f"record {self.key} has no weights: train with save_weights=True")
+            why = ("they were dropped when it was packed (pack --keep-weights keeps them)"
+                   if self.meta.get("weights_dropped") else "train with save_weights=True")
+            raise ValueError(f"record {self.key} has no weights: {why}")
         cfg = TrainConfig.from_dict(self.config)
         shape, classes = tuple(self.meta["input_shape"]), self.meta["num_classes"]
         out = []
@@ -176,22 +178,32 @@ def find_record(key: str) -> RunRecord | None:
 
 
 def run(config, quiet: bool = False) -> RunRecord:
-    """The record of `config`: from the cache if present (checksum verified), else trained now.
+    """The record of `config`: from the cache if present (checksum verified), else trained now
+    (while planning, `$FAIRENS_PLAN`, a placeholder: see `plan`).
 
     Training checkpoints into the cache as it goes, so an interrupted run resumes where it
     stopped and ends with the same record as an uninterrupted one.
     """
     from .train import train_ensemble
 
+    from .plan import note_run, plan_path, plan_run
+
     config = config.validate()
-    record = find_record(config.key())
+    record, planning = find_record(config.key()), plan_path()
     if record is not None:
+        if planning is not None:  # a plan lists every run a chapter needs, cached or not
+            note_run(config, planning, record)
         return record
+    if planning is not None:  # planning ($FAIRENS_PLAN): note the run, train nothing
+        return plan_run(config, planning)
     if quiet:
         config = config.replace(progress=False)
     directory = cache_root() / "records"
-    record = train_ensemble(config, workdir=directory / f"{config.key()}.partial")
+    work = directory / f"{config.key()}.partial"
+    record = train_ensemble(config, workdir=work)
     record.save(directory)
+    if work.is_dir() and not any(work.iterdir()):  # its checkpoints are gone with the finished run
+        work.rmdir()
     return record
 
 

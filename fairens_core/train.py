@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,6 +159,17 @@ def _autocast(cfg, device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def training_forward(cfg, ens: StackedEnsemble):
+    """The ensemble's forward for training steps: compiled with cfg.compile on CUDA, else `ens`.
+
+    Only the train-mode forward is compiled (backward follows through AOTAutograd); evaluation
+    stays eager. Static shapes: each group size compiles once, and every step has the same shape.
+    """
+    if cfg.compile and next(ens.parameters()).device.type == "cuda":
+        return torch.compile(ens, dynamic=False)
+    return ens
+
+
 def train_phase(cfg, task, data, ens, opt, phase, members, history, steps_per_epoch, save_ckpt, bar):
     """Train `ens` (members `members`) over the steps of `phase`; evaluate and checkpoint each epoch.
 
@@ -174,6 +186,7 @@ def train_phase(cfg, task, data, ens, opt, phase, members, history, steps_per_ep
     run_correct = torch.zeros_like(run_loss)
     seen = 0
     ens.train()
+    forward = training_forward(cfg, ens)
     for step in range(phase.start, phase.stop):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(cfg, step - phase.schedule_start, phase.schedule_length, steps_per_epoch)
@@ -185,7 +198,7 @@ def train_phase(cfg, task, data, ens, opt, phase, members, history, steps_per_ep
         y = data.y_train[idx]
         torch.manual_seed(rnd.derive_seed(cfg.seed, "dropout", step))  # model dropout masks
         with _autocast(cfg, y.device):
-            out = ens(x).float()  # (G, B, C): every member on its own batch
+            out = forward(x).float()  # (G, B, C): every member on its own batch
         if cfg.is_joint:  # L_beta couples the members through their combined prediction
             keep = learner_dropout_mask(cfg, len(members), step, y.device)
             loss, losses = augmented_loss(out, y[0], cfg.beta, task, cfg.combine, keep, cfg.label_smoothing)
@@ -284,6 +297,8 @@ def train_group(cfg, ds, data, members, phase, device, workdir, bar, start=None)
         opt, history = make_optimizer(cfg, ens.parameters()), History()
     else:
         ens, opt, history = start
+    if cfg.channels_last:
+        ens.use_channels_last()
     name = "parent" if phase.name == "parent" else f"members_{members[0]}-{members[-1]}"
     ckpt = Checkpoint(workdir / f"{name}.pt" if workdir else None)
     saved = ckpt.load()
@@ -346,7 +361,8 @@ def train_part(cfg, ds, data, members, phase, device, workdir, bar, parent=None)
     start = spawn(cfg, parent, members, device, ds) if parent else None
     ens, _, history = train_group(cfg, ds, data, members, phase, device, workdir, bar, start)
     return {"test_logits": evaluate(ens, data.x_test, cfg).half().cpu(), "history": history.state,
-            "weights": {k: v.float().cpu() for k, v in ens.state_stacked().items()} if cfg.save_weights else None}
+            "weights": {k: v.float().cpu().contiguous() for k, v in ens.state_stacked().items()}
+            if cfg.save_weights else None}
 
 
 def done_path(workdir: Path | None, members: list[int]) -> Path | None:
@@ -368,6 +384,8 @@ def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None) -> RunRe
     """
     cfg = cfg.validate()
     device = resolve_device(cfg.device)
+    if cfg.compile and device.type != "cuda":
+        warnings.warn(f"compile=True is a CUDA-only speed option; ignored on {device.type}", stacklevel=2)
     workdir = Path(workdir) if workdir else None
     ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
     steps_per_epoch = len(ds.y_train) // cfg.batch_size

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The full-profile pages (book/full) read the run records shipped in records/full; their
+# kernels inherit this. They also read data from the data root: without one they are skipped.
+os.environ.setdefault("FAIRENS_RECORDS", str(ROOT / "records" / "full"))
+
+
+def pytest_ignore_collect(collection_path, config):
+    full = ROOT / "book" / "full"
+    if not os.environ.get("FAIRENS_DATA") and (collection_path == full or full in collection_path.parents):
+        return True
+    return None
 
 
 def pytest_configure(config):

@@ -196,5 +196,5 @@ def test_chapter_profiles_resolve():
     for profile in ("default", "smoke", "full"):
         s = chapter_settings("flops", profile)
         E.check_chapter(s.config.model, s.config.members, s.widths, s.sizes, s.draws, s.plateau_at)
-    assert chapter_settings("flops", "full").config.model == "wrn16"
+    assert chapter_settings("flops", "full").config.model == "fastcnn"
     assert np.all(np.diff(chapter_settings("flops", "default").widths) > 0)

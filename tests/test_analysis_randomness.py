@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fairens_core import metrics as M
 from fairens_core.analysis import randomness as R
 
 # Six test examples, two per class: classes 0, 1, 2.
@@ -64,13 +65,19 @@ def test_deviation_is_from_the_members_mean():
     assert (t.loc[t.source == "none", "deviation"] == 0).all()
 
 
-def test_trajectories_need_the_whole_test_set():
+def test_trajectories_on_the_tracked_prefix_of_the_test_set():
     partial = SimpleNamespace(y_test=Y, test_probs_trajectory=A.test_probs_trajectory[:, :, :4], probs=A.probs)
-    with pytest.raises(ValueError, match="track_predictions=-1"):
-        R.source_trajectories({"all": partial}, k=1)
+    t = R.source_trajectories({"all": partial}, k=1)
+    whole = R.source_trajectories({"all": A}, k=1)
+    expected = 100 * M.accuracy_trajectories(A.test_probs_trajectory[:, :, :4], Y[:4])  # (members, epochs)
+    overall = t[t.group == "overall"].sort_values(["member", "epoch"]).accuracy.to_numpy()
+    np.testing.assert_allclose(overall, expected.numpy().ravel())
+    assert len(t) == len(whole)
     missing = SimpleNamespace(y_test=Y, test_probs_trajectory=None, probs=A.probs)
-    with pytest.raises(ValueError, match="track_predictions=-1"):
+    with pytest.raises(ValueError, match="track_predictions"):
         R.source_trajectories({"all": missing}, k=1)
+    with pytest.raises(ValueError, match="same test examples"):  # one record tracks 4, the other all
+        R.source_trajectories({"all": partial, "none": B}, k=1)
 
 
 def test_trajectory_spread_hand_computed():

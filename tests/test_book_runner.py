@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -106,6 +107,31 @@ def test_rerun_without_overrides_restores_defaults(tiny, capsys):
     assert "input_path" not in nb.metadata.get("papermill", {})
     assert not any("papermill" in c.metadata or "execution" in c.metadata for c in nb.cells)
     assert "(bad" not in capsys.readouterr().out
+
+
+def test_full_executes_a_copy_with_the_full_profile(tiny, capsys, monkeypatch):
+    monkeypatch.delenv("FAIRENS_RECORDS", raising=False)
+    good = tiny / "book/part/good.ipynb"
+    nb = nbformat.read(str(good), as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("# Good"))
+    nb.cells.insert(2, nbformat.v4.new_code_cell("print('profile is', profile)"))
+    nb.cells[1].source += "\nprofile = 'default'"
+    nbformat.write(nb, str(good))
+    before = good.read_text()
+
+    assert book.main(["--book-root", str(tiny), "--no-build", "--full", "--chapters", "good"]) == 0
+    copy = tiny / "book/full/part/good.ipynb"
+    assert "profile is full" in stdout_of(copy) and good.read_text() == before  # the chapter is untouched
+    assert book.chapters(tiny) == [good, tiny / "book/part/bad.ipynb"]  # copies are not chapters
+    assert book.full_copies(tiny) == [(good, copy)]
+    cells = nbformat.read(str(copy), as_version=4).cells
+    assert cells[0].source == "# Good" and book.FULL_NOTE_TAG in cells[1].metadata["tags"]
+    assert "../overview.ipynb" in cells[1].source
+    assert "claims 1/1 hold" in capsys.readouterr().out
+    assert book.main(["--book-root", str(tiny), "--no-build", "--full", "--chapters", "good"]) == 0
+    cells = nbformat.read(str(copy), as_version=4).cells
+    assert sum(book.FULL_NOTE_TAG in c.metadata.get("tags", []) for c in cells) == 1
+    assert os.environ["FAIRENS_RECORDS"] == str(tiny.resolve() / "records" / "full")
 
 
 @pytest.mark.slow

@@ -118,3 +118,16 @@ def test_nbval_accepts_rerun_and_catches_changed_claims(executed, repo_root):
     bad = _nbval(tampered, repo_root)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "Cell outputs differ" in bad.stdout
+
+
+def test_compare_claims_matches_by_statement_and_flags_changed_verdicts():
+    from fairens_core.claims import compare_claims
+
+    default = [dict(claim="a", measured="1", holds=True), dict(claim="b", measured="2", holds=False),
+               dict(claim="gone", measured="3", holds=True)]
+    full = [dict(claim="b", measured="20", holds=True), dict(claim="a", measured="10", holds=True),
+            dict(claim="new", measured="4", holds=False)]
+    rows = compare_claims(default, full)
+    assert [r["claim"] for r in rows] == ["a", "b", "gone", "new"]
+    assert [r["changed"] for r in rows] == [False, True, True, True]
+    assert rows[1]["full_measured"] == "20" and rows[2]["full_holds"] is None and rows[3]["default_holds"] is None

@@ -27,6 +27,7 @@ NATURAL = {
     "resnet18": ((3, 32, 32), 10),
     "wrn16": ((3, 32, 32), 10),
     "vgg_small": ((3, 32, 32), 10),
+    "fastcnn": ((3, 32, 32), 10),
 }
 # small widths so that the big nets stay fast in tests (wrn16's k must be an int)
 TINY_WIDTH = {
@@ -39,6 +40,7 @@ TINY_WIDTH = {
     "resnet18": 0.0625,
     "wrn16": 1,
     "vgg_small": 0.0625,
+    "fastcnn": 0.0625,
 }
 IMAGE_MODELS = ["small_cnn", "resnet8", "resnet20", "resnet18", "wrn16", "vgg_small"]
 
@@ -113,6 +115,24 @@ def test_image_models_minimum_size(name):
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("shape", [(3, 16, 16), (1, 28, 28), (3, 17, 24), (3, 64, 64)])
+def test_fastcnn_resolutions(shape):
+    # 16 is the smallest side: the stem and three pools leave 1x1
+    model = build_model("fastcnn", shape, 7, width=TINY_WIDTH["fastcnn"])
+    assert model(torch.randn(2, *shape)).shape == (2, 7)
+
+
+def test_fastcnn_layout():
+    model = build_model("fastcnn", (3, 32, 32), 10)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (3, 24, (2, 2)), (24, 64, (3, 3)), (64, 64, (3, 3)), (64, 256, (3, 3)),
+        (256, 256, (3, 3)), (256, 256, (3, 3)), (256, 256, (3, 3))]
+    assert model.fc.bias is None and model.scale == 1 / 9
+    assert "scale" not in dict(model.named_parameters()) and "scale" not in dict(model.named_buffers())
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
 def test_reference_parameter_counts():
     # He et al. (2016) Table 6: ResNet-20 0.27M; WRN paper: WRN-16-8 11.0M;
     # CIFAR ResNet-18: 11.17M.
@@ -162,10 +182,10 @@ def test_parameters_registered_in_forward_order(name):
         if not owners or owners[-1] != owner:
             owners.append(owner)
     assert called == owners
-    # first parameter reads the input, last one produces the logits
+    # first parameter reads the input, last one produces the logits (a bias, or a bias-free weight)
     first = next(iter(model.parameters()))
     assert first.shape[1] in (shape[0], int(torch.tensor(shape).prod()))
-    assert list(model.parameters())[-1].shape == (nc,)
+    assert list(model.parameters())[-1].shape[0] == nc
 
 
 # --------------------------------------------------------------------------- FLOPs
@@ -241,6 +261,8 @@ def test_model_flops_on_meta_device():
         (dict(name="small_cnn", input_shape=(1, 40)), r"'small_cnn' needs an image input"),
         (dict(name="resnet20", input_shape=(3, 4, 4)), r"H, W >= 8"),
         (dict(name="small_cnn", input_shape=(3, 6, 32)), r"H, W >= 7"),
+        (dict(name="fastcnn", input_shape=(3, 15, 32)), r"'fastcnn' needs an image input.*H, W >= 16"),
+        (dict(name="fastcnn", input_shape=(40,)), r"'fastcnn' needs an image input"),
         (dict(name="cnn1d", input_shape=(3, 32, 32)), r"'cnn1d' needs a 1-D signal input"),
         (dict(name="cnn1d", input_shape=(1, 4)), r"L >= 8"),
         (dict(name="cnn1d_bn", input_shape=(3, 8, 8)), r"'cnn1d_bn' needs a 1-D signal input"),
@@ -378,6 +400,8 @@ def test_vmap_ensemble_matches_members(name, dtype):
         # keep the deep nets fast; in float32 the last BatchNorm of resnet18 would
         # normalise only B * 1 * 1 = 4 values at 8x8, amplifying rounding noise
         shape = (3, 8, 8) if dtype == torch.float64 else (3, 16, 16)
+    if name == "fastcnn" and dtype == torch.float64:
+        shape = (3, 16, 16)  # its smallest input; float32 keeps 32x32 (last BatchNorm over B * 3 * 3)
     buffers = _vmap_check(lambda: build_model(name, shape, nc, width=TINY_WIDTH[name]), shape, dtype)
     has_bn = any(k.endswith("running_mean") for k in buffers)
     assert has_bn == (name not in ("mlp", "cnn1d", "small_cnn"))

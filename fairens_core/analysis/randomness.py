@@ -67,21 +67,24 @@ def source_trajectories(records: Mapping, k: int) -> pd.DataFrame:
     """Test accuracy of every member after every epoch, overall and on the top-k / bottom-k classes.
 
     Paper 000 §4.2, Fig. 5 (left): the training curves of the members of each ablation.
-    Needs per-epoch test probabilities of the whole test set, `record.test_probs_trajectory`
-    (M, E, N, C), i.e. records trained with `track_predictions=-1`.
+    Needs per-epoch test probabilities, `record.test_probs_trajectory` (M, E, n, C): records
+    trained with `track_predictions=n` (-1: the whole test set), the same n for every record;
+    the curves are measured on those first n test examples (the class groups on the whole set).
 
     Returns one row per (source, member, epoch, group) with columns source, member,
     epoch (1..E), group, accuracy (%) and deviation: the member's accuracy minus the mean
     of its ensemble's members at that epoch and group (points), which shows the spread.
     """
     groups = class_groups(records, k)
-    y = _labels(records)
+    tracked = {r.test_probs_trajectory.shape[2] if r.test_probs_trajectory is not None else 0
+               for r in records.values()}
+    if 0 in tracked or len(tracked) != 1:
+        raise ValueError("every record needs per-epoch predictions of the same test examples: "
+                         "train them with one track_predictions (-1: the whole test set)")
+    y = _labels(records)[:tracked.pop()]
     frames = []
     for source, record in records.items():
         traj = record.test_probs_trajectory
-        if traj is None or traj.shape[2] != len(y):
-            raise ValueError(f"record {source!r} lacks per-epoch predictions of the whole test set: "
-                             "train it with track_predictions=-1")
         members, epochs = traj.shape[:2]
         for group, classes in groups.items():
             acc = 100 * M.accuracy_trajectories(traj, y, classes).numpy()  # (M, E)

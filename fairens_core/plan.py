@@ -1,0 +1,266 @@
+"""Plan a profile's training before spending GPU time on it.
+
+Setting `$FAIRENS_PLAN` to a file switches `records.run` into planning: every run is appended
+to the plan (one JSON line per run), and a cache miss trains nothing: the chapter gets a
+*placeholder* record instead, with the real record's shapes, metadata and initial weights but
+made-up predictions (`meta["placeholder"] = True`; never saved). Executing a chapter this way
+(`python -m fairens_core plan --profile full ...`) takes seconds on a CPU and gives
+
+- the list of every run the chapter needs, with its training cost in FLOPs, and
+- a check that the chapter's code runs through at that scale (its numbers mean nothing).
+
+Then `python -m fairens_core train --plan PLAN` trains the list where the compute is (each run
+checkpoints and is cached as usual), and `python -m fairens_core pack` copies the records into a
+folder of compact records (float16 predictions, no weights unless asked) that `$FAIRENS_RECORDS`
+points the book to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .config import TrainConfig
+
+PLAN_ENV = "FAIRENS_PLAN"
+CHAPTER_ENV = "FAIRENS_PLAN_CHAPTER"  # the chapter being planned, noted with its runs
+SPEED_FIELDS = ("max_group", "channels_last", "compile")  # execution fields a plan keeps (not in the key)
+
+
+def plan_path() -> Path | None:
+    """The plan file being written ($FAIRENS_PLAN), or None when not planning."""
+    value = os.environ.get(PLAN_ENV)
+    return Path(value) if value else None
+
+
+# ---------------------------------------------------------------------------- the plan file
+def read_plan(path: str | Path) -> list[dict]:
+    """Entries of a plan file, in the order they were planned: {key, config, chapter, train_flops}."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"plan={str(path)!r}: no such file; write one with `python -m fairens_core plan`")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plan_configs(path: str | Path) -> list[TrainConfig]:
+    """The planned runs as validated configs (each once)."""
+    return [TrainConfig.from_dict(e["config"]).validate() for e in read_plan(path)]
+
+
+def add_to_plan(config: TrainConfig, path: Path, train_flops: int, packed_bytes: int = 0) -> None:
+    """Append `config` to the plan at `path` unless it is already there."""
+    key = config.key()
+    if path.exists() and any(e["key"] == key for e in read_plan(path)):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"key": key, "chapter": os.environ.get(CHAPTER_ENV, ""), "train_flops": train_flops,
+             "packed_bytes": packed_bytes,
+             "config": config.key_fields() | {k: getattr(config, k) for k in SPEED_FIELDS}}
+    with path.open("a") as f:
+        f.write(json.dumps(entry, default=list) + "\n")
+
+
+# ---------------------------------------------------------------------------- cost
+def eval_steps(start: int, stop: int, steps_per_epoch: int) -> list[int]:
+    """Steps after which training evaluates: each epoch's end in [start, stop) and at stop."""
+    return [s + 1 for s in range(start, stop) if (s + 1) % steps_per_epoch == 0 or s + 1 == stop]
+
+
+def training_flops(config: TrainConfig, flops_per_example: int, n_train: int, n_test: int) -> int:
+    """Floating-point operations of training `config` (forward + backward ≈ 3 × forward on every
+    training example of every step, plus a forward pass over the test set at each evaluation)."""
+    from .train import plan_phases
+
+    steps_per_epoch = n_train // config.batch_size
+    parent, phase = plan_phases(config, steps_per_epoch)
+    member_steps = config.members * (phase.stop - phase.start) + (parent.stop if parent else 0)
+    evals = config.members * len(eval_steps(phase.start, phase.stop, steps_per_epoch))
+    if parent:
+        evals += len(eval_steps(parent.start, parent.stop, steps_per_epoch))
+    tracked = n_train if config.track_outputs == -1 else min(config.track_outputs, n_train)
+    return flops_per_example * (3 * member_steps * config.batch_size + evals * (n_test + tracked))
+
+
+# ---------------------------------------------------------------------------- placeholders
+def placeholder_record(config: TrainConfig):
+    """A record shaped like `config`'s real one, without training: real dataset, metadata and
+    initial weights; made-up logits (right on most examples) and histories."""
+    from .data import load_dataset
+    from .ensemble import StackedEnsemble, init_member
+    from .randomness import source_seed
+    from .train import History, assemble, plan_phases
+
+    cfg = config.validate()
+    ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
+    spe = len(ds.y_train) // cfg.batch_size
+    if spe == 0:
+        raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(ds.y_train)} training examples")
+    parent, phase = plan_phases(cfg, spe)
+    steps = (eval_steps(parent.start, parent.stop, spe) if parent else []) + eval_steps(phase.start, phase.stop, spe)
+    gen = torch.Generator().manual_seed(int(cfg.key(), 16) % 2**63)
+    m = cfg.members
+
+    def outputs(y: torch.Tensor) -> torch.Tensor:  # (M, n, C)
+        if ds.task == "regression":
+            return (y.float().view(1, -1, 1) + 0.5 * torch.randn(m, len(y), 1, generator=gen))
+        noise = torch.randn(m, len(y), ds.num_classes, generator=gen)
+        return noise + 3 * torch.nn.functional.one_hot(y, ds.num_classes)
+
+    seeds = [source_seed(cfg.seed, "init", i, cfg.vary_sources) for i in range(m)]
+    ens = StackedEnsemble([init_member(cfg, ds.input_shape, ds.num_classes, s) for s in seeds])
+    n_probs = None if cfg.track_predictions == -1 else cfg.track_predictions
+    n_out = None if cfg.track_outputs == -1 else cfg.track_outputs
+    history = History()
+    for step in steps:
+        extra = {}
+        if cfg.track_predictions:
+            extra["probs"] = outputs(ds.y_test[:n_probs]).softmax(-1).half()
+        if cfg.track_outputs:
+            extra["train_outputs"], extra["test_outputs"] = outputs(ds.y_train[:n_out]), outputs(ds.y_test[:n_out])
+        if cfg.snapshot_weights:
+            extra["weights"] = ens.flat_weights()
+        history.add(step, train_loss=torch.rand(m, generator=gen), train_acc=torch.rand(m, generator=gen),
+                    test_loss=torch.rand(m, generator=gen), test_acc=torch.rand(m, generator=gen), **extra)
+    part = {"test_logits": outputs(ds.y_test).half(), "history": history.state,
+            "weights": ens.state_stacked() if cfg.save_weights else None}
+    record = assemble(cfg, ds, [part], torch.device("cpu"), 0.0)
+    meta = record.meta
+    flops = training_flops(cfg, meta["flops_per_example"], meta["n_train"], meta["n_test"])
+    meta["wall_time_s"] = flops / PLACEHOLDER_FLOPS_PER_SECOND  # a stand-in: costs stay > 0
+    meta["placeholder"] = True
+    return record
+
+
+PLACEHOLDER_FLOPS_PER_SECOND = 1e14
+
+
+def plan_run(config: TrainConfig, path: Path):
+    """What `records.run` does on a cache miss while planning: note the run, answer with a placeholder."""
+    record = placeholder_record(config)
+    note_run(config, path, record)
+    return record
+
+
+def note_run(config: TrainConfig, path: Path, record) -> None:
+    """Add `config` to the plan at `path`, with the cost and size of its (real or placeholder) record."""
+    meta = record.meta
+    flops = training_flops(config, meta["flops_per_example"], meta["n_train"], meta["n_test"])
+    add_to_plan(config, path, flops, packed_bytes(record))
+
+
+def packed_bytes(record) -> int:
+    """Uncompressed bytes of `record` as `pack` writes it (no final weights); the archive is
+    compressed, so this is an upper bound."""
+    kept = [record.test_logits.half(), *record.history.values(), *record.groups_test.values()]
+    if record.test_probs_trajectory is not None:
+        kept.append(record.test_probs_trajectory.half())
+    kept += [t.float() for t in (record.train_outputs_trajectory, record.test_outputs_trajectory,
+                                 record.weight_snapshots) if t is not None]
+    return sum(t.numel() * t.element_size() for t in kept)
+
+
+# ---------------------------------------------------------------------------- commands
+def describe(entries: list[dict], flops_per_second: float | None = None) -> str:
+    """A table of planned runs and their training cost, with totals per chapter."""
+    minutes = (lambda pf: f"{pf * 1e15 / flops_per_second / 60:8.2f}") if flops_per_second else (lambda pf: "")
+    rows = [f"{'chapter':<22} {'key':<16} {'dataset':<13} {'model':<10} {'width':>5} {'M':>3} {'ep':>4} "
+            f"{'PFLOP':>8} {'MB':>7}" + ("  est. min" if flops_per_second else "")]
+    by_chapter: dict[str, list[float]] = {}
+    for e in entries:
+        c, pf, mb = e["config"], e["train_flops"] / 1e15, e.get("packed_bytes", 0) / 1e6
+        totals = by_chapter.setdefault(e["chapter"] or "(no chapter)", [0.0, 0.0])
+        totals[0], totals[1] = totals[0] + pf, totals[1] + mb
+        rows.append(f"{e['chapter']:<22} {e['key']:<16} {c['dataset']:<13} {c['model']:<10} {c['width']:>5} "
+                    f"{c['members']:>3} {c['epochs']:>4} {pf:8.3f} {mb:7.1f}  {minutes(pf)}")
+    by_chapter["total"] = [sum(v[0] for v in by_chapter.values()), sum(v[1] for v in by_chapter.values())]
+    for chapter, (pf, mb) in by_chapter.items():
+        rows.append(f"{chapter:<22} {'':<16} {'':<13} {'':<10} {'':>5} {'':>3} {'':>4} {pf:8.3f} {mb:7.1f}  "
+                    f"{minutes(pf)}")
+    if flops_per_second:
+        rows.append(f"(est. min: at {flops_per_second / 1e12:.0f} TFLOP/s achieved; MB: uncompressed, without weights)")
+    return "\n".join(rows)
+
+
+def plan_main(argv=None) -> int:
+    """`python -m fairens_core plan`: execute chapters while planning; print the runs they need."""
+    import argparse
+    import tempfile
+
+    from .book import chapters, find_root, parse_value, run_chapter, select
+    from .profiles import PROFILES
+
+    p = argparse.ArgumentParser(prog="python -m fairens_core plan", description=(
+        "Execute chapters with placeholder records (no training) and list the runs they need, "
+        "with their cost. Train them with `python -m fairens_core train --plan PLAN`."))
+    p.add_argument("--profile", default="full", choices=PROFILES, help="profile to plan (default: full)")
+    p.add_argument("--chapters", nargs="+", metavar="NAME", help="default: every chapter in _toc.yml")
+    p.add_argument("--plan", type=Path, default=Path("plan.jsonl"), help="plan file to write (appended to)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    p.add_argument("--book-root", type=Path, default=None)
+    p.add_argument("--flops-per-second", type=float, default=None,
+                   help="achieved training FLOP/s of the target machine, for a time estimate")
+    args = p.parse_args(argv)
+    root = (args.book_root or find_root()).resolve()
+    every = chapters(root)
+    todo = select(every, args.chapters, root) if args.chapters else every
+    params = {"profile": args.profile, **{k: parse_value(v) for k, v in args.parameter}}
+    saved = {k: os.environ.get(k) for k in (PLAN_ENV, CHAPTER_ENV)}
+    os.environ[PLAN_ENV] = str(args.plan.resolve())  # the chapters' kernels inherit it
+    failed = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="fairens-plan-") as tmp:
+            for path in todo:
+                os.environ[CHAPTER_ENV] = path.stem
+                before = len(read_plan(args.plan)) if args.plan.exists() else 0
+                error = run_chapter(path, params, output=Path(tmp) / path.name)
+                after = len(read_plan(args.plan)) if args.plan.exists() else 0
+                status = f"ok, {after - before} runs added to the plan" if error is None else "FAILED"
+                print(f"{path.relative_to(root).with_suffix('').as_posix()}: {status}", flush=True)
+                if error is not None:
+                    failed.append(path.stem)
+                    print("    " + error.replace("\n", "\n    "), flush=True)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if args.plan.exists():
+        print(describe(read_plan(args.plan), args.flops_per_second))
+    return 1 if failed else 0
+
+
+def pack_main(argv=None) -> int:
+    """`python -m fairens_core pack`: copy a plan's records into a folder of compact records."""
+    import argparse
+
+    from .records import find_record
+
+    p = argparse.ArgumentParser(prog="python -m fairens_core pack", description=(
+        "Copy the records of a plan from the cache into OUT as compact records (float16 predictions; "
+        "final weights only with --keep-weights). Point $FAIRENS_RECORDS at OUT to read them."))
+    p.add_argument("--plan", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--keep-weights", action="store_true", help="keep every member's final weights")
+    p.add_argument("--chapters", nargs="+", metavar="NAME", help="only the runs planned for these chapters")
+    args = p.parse_args(argv)
+    entries = [e for e in read_plan(args.plan) if not args.chapters or e["chapter"] in args.chapters]
+    missing, size = [], 0
+    for entry in entries:
+        record = find_record(entry["key"])
+        if record is None:
+            missing.append(entry["key"])
+            continue
+        if not args.keep_weights:
+            record.weights = None
+            record.meta["weights_dropped"] = True
+        path = record.save(args.out)
+        size += path.stat().st_size + path.with_suffix(".json").stat().st_size
+    n = len(entries) - len(missing)
+    print(f"{n} records in {args.out} ({size / 2**20:.1f} MiB)")
+    if missing:
+        print(f"not in the cache (train them first): {', '.join(missing)}")
+    return 1 if missing else 0

@@ -1,0 +1,44 @@
+"""benchmarks/device_session.sh, the one GPU call, stays runnable: a smoke run on the CPU."""
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from fairens_core import TrainConfig, run
+from fairens_core.records import find_record
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_device_session_benchmarks_trains_the_plan_and_returns_the_records(tmp_path, monkeypatch):
+    plan, out = tmp_path / "plan.jsonl", tmp_path / "out"
+    cfg = TrainConfig(dataset="mnist1d", dataset_options={"n_samples": 500}, model="cnn1d", width=0.25,
+                      members=2, epochs=1, warmup_epochs=0.5, device="cpu")
+    monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path / "plan-cache"))
+    monkeypatch.setenv("FAIRENS_PLAN", str(plan))
+    run(cfg)  # planned, not trained
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OUT": str(out),
+           "PLAN": str(plan), "PACKED": str(tmp_path / "packed"), "FAIRENS_CACHE": str(tmp_path / "cache"),
+           "BENCH_ARGS": "--smoke --sections vectorized", "BUDGET_S": "60"}
+    env.pop("FAIRENS_PLAN")
+    done = subprocess.run(["bash", "benchmarks/device_session.sh"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    log = (out / "session.log").read_text()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[vectorized]" in log and "1 of 1 runs done" in log and (out / "gpu_speed.json").exists()
+    parts = sorted(out.glob("records.tar.part-*"))
+    assert parts
+    unpacked = tmp_path / "records"
+    unpacked.mkdir()
+    with open(tmp_path / "records.tar", "wb") as f:
+        f.write(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(tmp_path / "records.tar") as tar:
+        tar.extractall(unpacked, filter="data")
+    monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("FAIRENS_RECORDS", str(unpacked))
+    assert find_record(cfg.key()) is not None

@@ -1,0 +1,25 @@
+"""Every chapter's settings resolve at every profile, and the full profile is the fast recipe."""
+
+import pytest
+
+from fairens_core.profiles import BASE, CHAPTERS, PROFILES, chapter_settings
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
+def test_chapter_settings_resolve(chapter, profile):
+    settings = chapter_settings(chapter, profile)
+    assert settings.profile == profile and settings.config.members > 0
+
+
+def test_full_profile_is_the_fast_gpu_recipe():
+    cfg = chapter_settings("bottom_k", "full").config
+    assert (cfg.dataset, cfg.model, cfg.precision, cfg.channels_last) == ("cifar10_jpeg", "fastcnn", "bf16", True)
+    assert cfg.epochs == BASE["full"]["epochs"] == 10
+
+
+def test_unknown_parameters_and_profiles_are_named():
+    with pytest.raises(ValueError, match="profile='huge'"):
+        chapter_settings("bottom_k", "huge")
+    with pytest.raises(ValueError, match="unknown parameter 'memebers'"):
+        chapter_settings("bottom_k", "default", memebers=3)
