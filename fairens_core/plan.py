@@ -28,6 +28,7 @@ from .config import TrainConfig
 PLAN_ENV = "FAIRENS_PLAN"
 CHAPTER_ENV = "FAIRENS_PLAN_CHAPTER"  # the chapter being planned, noted with its runs
 SPEED_FIELDS = ("max_group", "channels_last", "compile")  # execution fields a plan keeps (not in the key)
+PLACEHOLDER_FLOPS_PER_SECOND = 1e14  # a placeholder's stand-in wall time: its FLOPs at this rate
 
 
 def plan_path() -> Path | None:
@@ -43,11 +44,6 @@ def read_plan(path: str | Path) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"plan={str(path)!r}: no such file; write one with `python -m fairens_core plan`")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def plan_configs(path: str | Path) -> list[TrainConfig]:
-    """The planned runs as validated configs (each once)."""
-    return [TrainConfig.from_dict(e["config"]).validate() for e in read_plan(path)]
 
 
 def add_to_plan(config: TrainConfig, path: Path, train_flops: int, packed_bytes: int = 0) -> None:
@@ -132,9 +128,6 @@ def placeholder_record(config: TrainConfig):
     meta["wall_time_s"] = flops / PLACEHOLDER_FLOPS_PER_SECOND  # a stand-in: costs stay > 0
     meta["placeholder"] = True
     return record
-
-
-PLACEHOLDER_FLOPS_PER_SECOND = 1e14
 
 
 def plan_run(config: TrainConfig, path: Path):
