@@ -44,12 +44,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 # `python benchmarks/gpu_speed.py` on a machine where fairens_core is not installed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fairens_core import TrainConfig  # noqa: E402
+from fairens_core.analysis.efficiency import training_step_flops  # noqa: E402
 from fairens_core.data import load_dataset  # noqa: E402
 from fairens_core.ensemble import StackedEnsemble, init_member  # noqa: E402
 from fairens_core.models import build_model  # noqa: E402
@@ -230,15 +230,6 @@ def matmul_peak(n: int, device: torch.device, warmup: int = 3, repeats: int = 10
     return 2 * n**3 * repeats / seconds
 
 
-def train_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> int:
-    """Matmul and convolution FLOPs of one forward + backward of an ordinary module on (x, y)."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        loss_fn(model(x).float(), y).backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
-
-
 def step_mfu(name, params, forward, x, y, loss_fn, flops, device, peak, steps, budget: Budget, warmup=5) -> dict:
     """Time a training step (forward, backward, SGD step) of `forward` on (x, y); `flops` per step.
 
@@ -264,12 +255,12 @@ def step_mfu(name, params, forward, x, y, loss_fn, flops, device, peak, steps, b
 def section_mfu(args, device, budget: Budget) -> dict:
     peak = matmul_peak(args.matmul_size, device)
     rows, skipped = [], []
-    # one ResNet-18 member, an ordinary module in channels-last layout
-    net = build_model("resnet18", CIFAR_SHAPE, 10, width=args.mfu_resnet_width).to(device)
-    net = net.to(memory_format=torch.channels_last)
+    # one ResNet-18 member, an ordinary module in channels-last layout; FLOPs counted on the CPU
+    net = build_model("resnet18", CIFAR_SHAPE, 10, width=args.mfu_resnet_width)
+    flops = args.mfu_batch * training_step_flops(net, CIFAR_SHAPE, 10)
+    net = net.to(device).to(memory_format=torch.channels_last)
     x = torch.randn(args.mfu_batch, *CIFAR_SHAPE, device=device).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.mfu_batch,), device=device)
-    flops = train_flops(net, x, y, F.cross_entropy)
     forward = torch.compile(net) if args.compile and device.type == "cuda" else net
     rows.append(step_mfu("resnet18", net.parameters(), forward, x, y, F.cross_entropy, flops, device, peak,
                          args.mfu_steps, budget))
@@ -285,8 +276,7 @@ def section_mfu(args, device, budget: Budget) -> dict:
         y = torch.randint(0, 10, (m, args.batch_size), device=device)
         # M times one member's FLOPs: counted under vmap, FlopCounterMode would ignore the groups of
         # the grouped convolution in the weight gradient and count it M times over
-        smoothed = lambda out, y: F.cross_entropy(out, y, label_smoothing=0.2)  # noqa: E731
-        flops = m * train_flops(members[0], x[0], y[0], smoothed)
+        flops = m * args.batch_size * training_step_flops(init_member(cfg, CIFAR_SHAPE, 10, 0), CIFAR_SHAPE, 10)
         loss = lambda out, y: member_losses(out, y, "classification", 0.2).sum()  # noqa: E731
         rows.append(step_mfu(f"fastcnn x{m} vectorized", ens.parameters(), training_forward(cfg, ens), x, y, loss,
                              flops, device, peak, args.mfu_steps, budget))

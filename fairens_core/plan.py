@@ -105,8 +105,10 @@ def placeholder_record(config: TrainConfig):
         noise = torch.randn(m, len(y), ds.num_classes, generator=gen)
         return noise + 3 * torch.nn.functional.one_hot(y, ds.num_classes)
 
-    seeds = [source_seed(cfg.seed, "init", i, cfg.vary_sources) for i in range(m)]
-    ens = StackedEnsemble([init_member(cfg, ds.input_shape, ds.num_classes, s) for s in seeds])
+    ens = None  # initial weights, only where the record keeps weights
+    if cfg.save_weights or cfg.snapshot_weights:
+        seeds = [source_seed(cfg.seed, "init", i, cfg.vary_sources) for i in range(m)]
+        ens = StackedEnsemble([init_member(cfg, ds.input_shape, ds.num_classes, s) for s in seeds])
     n_probs = None if cfg.track_predictions == -1 else cfg.track_predictions
     n_out = None if cfg.track_outputs == -1 else cfg.track_outputs
     history = History()

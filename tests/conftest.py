@@ -30,6 +30,18 @@ def pytest_configure(config):
 
 
 @pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty record cache for one test: no shipped records, not planning.
+
+    Modules that train use it for every test: ``pytestmark = pytest.mark.usefixtures("cache")``.
+    """
+    monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path / "cache"))
+    for name in ("FAIRENS_RECORDS", "FAIRENS_PLAN"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "cache"
+
+
+@pytest.fixture
 def repo_root() -> Path:
     return ROOT
 

@@ -26,10 +26,7 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("cache")  # a fresh record cache per test (conftest)
 
 
 def assert_same_record(a, b):

@@ -18,11 +18,7 @@ TINY = dict(dataset="mnist1d", dataset_options={"n_samples": 700}, model="cnn1d"
             members=3, epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.5, progress=False, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("FAIRENS_RECORDS", raising=False)
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("cache")  # a fresh record cache per test (conftest)
 
 
 def tiny(**changes) -> TrainConfig:
