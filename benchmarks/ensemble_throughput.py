@@ -1,11 +1,13 @@
-"""Training throughput of vectorized vs per-member-loop ensembles (member-examples per second).
+"""Training throughput of packed, vectorized (vmap) and per-member-loop ensembles
+(member-examples per second).
 
     python benchmarks/ensemble_throughput.py [--device cpu|cuda] [--model cnn1d] [--dataset mnist1d]
         [--members 1 4 16] [--steps 30] [--batch-size 128] [--json out.json]
 
-For each M it times `--steps` optimizer steps of one vectorized group of M members and of M
+For each M it times `--steps` optimizer steps of one packed group of M members
+(`packed.PackedEnsemble`), of one vmapped group (`ensemble.StackedEnsemble`) and of M
 single-member groups (the loop path), after warm-up steps, and prints a table. Not a test:
-speed is measured here, correctness (vectorized ≡ loop) is tested in tests/test_train.py.
+speed is measured here, correctness (packed ≡ vmap ≡ loop) is tested in tests/test_packed.py.
 """
 
 from __future__ import annotations
@@ -21,15 +23,15 @@ from fairens_core import TrainConfig
 from fairens_core import randomness as rnd
 from fairens_core.augment import augment
 from fairens_core.data import load_dataset
-from fairens_core.ensemble import StackedEnsemble, init_member
+from fairens_core.ensemble import init_member
 from fairens_core.objectives import member_losses
-from fairens_core.train import DeviceData, make_optimizer, resolve_device
+from fairens_core.train import DeviceData, build_ensemble, make_optimizer, resolve_device
 
 
 def time_steps(cfg, ds, data, members: int, steps: int, warmup: int = 5) -> float:
-    """Seconds per optimizer step of one group of `members`."""
-    ens = StackedEnsemble([init_member(cfg, ds.input_shape, ds.num_classes, s) for s in range(members)])
-    ens = ens.to(data.x_train.device).train()
+    """Seconds per optimizer step of one group of `members` (cfg.execution: packed or vmap)."""
+    ens = build_ensemble(cfg, [init_member(cfg, ds.input_shape, ds.num_classes, s) for s in range(members)],
+                         data.x_train.device).train()
     opt = make_optimizer(cfg, ens.parameters())
     n = data.x_train.shape[0]
     gens = lambda step: [rnd.generator(m, "augment", step) for m in range(members)]  # noqa: E731
@@ -75,15 +77,20 @@ def main(argv=None):
     data = DeviceData.from_dataset(ds, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads)"
     print(f"{cfg.model} on {cfg.dataset}, batch {cfg.batch_size}/member, {args.steps} steps, {name}")
-    print(f"{'M':>4} {'vectorized ex/s':>16} {'loop ex/s':>12} {'speed-up':>9}")
+    print(f"{'M':>4} {'packed ex/s':>12} {'vmap ex/s':>10} {'loop ex/s':>10} {'packed/loop':>12} {'vmap/loop':>10}")
     rows = []
     for M in args.members:
-        vec = time_steps(cfg, ds, data, M, args.steps)
-        loop = M * time_steps(cfg, ds, data, 1, args.steps)  # M groups of one run one after another
-        row = {"members": M, "vectorized_examples_per_s": M * cfg.batch_size / vec,
-               "loop_examples_per_s": M * cfg.batch_size / loop, "speedup": loop / vec}
+        packed = time_steps(cfg.replace(execution="packed"), ds, data, M, args.steps)
+        vec = time_steps(cfg.replace(execution="vectorized"), ds, data, M, args.steps)
+        # M groups of one run one after another (each a vmapped group of one, as the loop path trains)
+        loop = M * time_steps(cfg.replace(execution="loop"), ds, data, 1, args.steps)
+        row = {"members": M, "packed_examples_per_s": M * cfg.batch_size / packed,
+               "vectorized_examples_per_s": M * cfg.batch_size / vec,
+               "loop_examples_per_s": M * cfg.batch_size / loop, "packed_speedup": loop / packed,
+               "vectorized_speedup": loop / vec}
         rows.append(row)
-        print(f"{M:>4} {row['vectorized_examples_per_s']:>16,.0f} {row['loop_examples_per_s']:>12,.0f} {row['speedup']:>8.2f}×")
+        print(f"{M:>4} {row['packed_examples_per_s']:>12,.0f} {row['vectorized_examples_per_s']:>10,.0f} "
+              f"{row['loop_examples_per_s']:>10,.0f} {row['packed_speedup']:>11.2f}× {row['vectorized_speedup']:>9.2f}×")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": name, "model": cfg.model, "dataset": cfg.dataset, "batch_size": cfg.batch_size,

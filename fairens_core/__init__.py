@@ -4,7 +4,8 @@
     models    architectures and their FLOPs (`build_model`, `model_flops`)
     config    `TrainConfig`, the plain dataclass that determines a run
     train     `train_ensemble`: vectorized ensemble training with controlled randomness
-    records   `RunRecord` and the cache behind `run(config)`
+    records   `RunRecord`: a run's results on disk, and the cache lookup
+    runner    `run(config)`: the record from the cache, or trained now
     metrics   everything the papers measure
     analysis  chapter analyses: member predictions in, tidy data frames out
     profiles  default / smoke / full settings of each chapter
@@ -14,7 +15,7 @@
 import importlib
 
 # name -> submodule; imported on first use so that `import fairens_core.claims` stays light
-_EXPORTS = {"TrainConfig": "config", "RunRecord": "records", "run": "records",
+_EXPORTS = {"TrainConfig": "config", "RunRecord": "records", "run": "runner",
             "train_ensemble": "train", "load_dataset": "data", "build_model": "models"}
 
 __all__ = list(_EXPORTS)

@@ -13,8 +13,17 @@ import ast
 import dataclasses
 import json
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-from .config import TrainConfig
+from .book import chapters, find_root, parse_value, run_chapter, select
+from .book import main as book_main
+from .config import NOT_IN_KEY, TrainConfig
+from .plan import describe, read_plan
+from .profiles import PROFILES
+from .records import find_record
+from .runner import run
 
 
 def _literal(text: str):
@@ -48,8 +57,6 @@ def train_main(argv: list[str]) -> int:
         config = TrainConfig.from_dict(values).validate()
     except ValueError as err:
         parser.error(str(err))
-    from .records import run
-
     record = run(config, quiet=args.quiet)
     acc = record.member_accuracy()
     print(f"members: {record.members}  member accuracy: {acc.mean():.4f} ± {acc.std():.4f}  "
@@ -60,12 +67,6 @@ def train_main(argv: list[str]) -> int:
 
 def train_plan(parser: argparse.ArgumentParser, args) -> int:
     """Train (or find in the cache) every run of a plan; a failing run is reported, the rest go on."""
-    import time
-
-    from .config import NOT_IN_KEY
-    from .plan import read_plan
-    from .records import find_record, run
-
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
     if set(flags) - set(NOT_IN_KEY):
         parser.error(f"with --plan, flags may only set execution fields {list(NOT_IN_KEY)}; "
@@ -111,17 +112,79 @@ def train_plan(parser: argparse.ArgumentParser, args) -> int:
     return 1 if failed else 0
 
 
+def planning_prelude(plan: Path, chapter: str) -> str:
+    """The first cell of a chapter executed for planning: its `run` calls go to a Planner."""
+    return ("from fairens_core.plan import Planner\n"
+            "from fairens_core.runner import plan_instead_of_training\n"
+            f"plan_instead_of_training(Planner({str(plan)!r}, {chapter!r}))")
+
+
+def plan_main(argv=None) -> int:
+    """`python -m fairens_core plan`: execute chapters while planning; print the runs they need."""
+    p = argparse.ArgumentParser(prog="python -m fairens_core plan", description=(
+        "Execute chapters with placeholder records (no training) and list the runs they need, "
+        "with their cost. Train them with `python -m fairens_core train --plan PLAN`."))
+    p.add_argument("--profile", default="full", choices=PROFILES, help="profile to plan (default: full)")
+    p.add_argument("--chapters", nargs="+", metavar="NAME", help="default: every chapter in _toc.yml")
+    p.add_argument("--plan", type=Path, default=Path("plan.jsonl"), help="plan file to write (appended to)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    p.add_argument("--book-root", type=Path, default=None)
+    p.add_argument("--flops-per-second", type=float, default=None,
+                   help="achieved training FLOP/s of the target machine, for a time estimate")
+    args = p.parse_args(argv)
+    root = (args.book_root or find_root()).resolve()
+    every = chapters(root)
+    todo = select(every, args.chapters, root) if args.chapters else every
+    params = {"profile": args.profile, **{k: parse_value(v) for k, v in args.parameter}}
+    failed = []
+    with tempfile.TemporaryDirectory(prefix="fairens-plan-") as tmp:
+        for path in todo:
+            before = len(read_plan(args.plan)) if args.plan.exists() else 0
+            error = run_chapter(path, params, output=Path(tmp) / path.name,
+                                prelude=planning_prelude(args.plan.resolve(), path.stem))
+            after = len(read_plan(args.plan)) if args.plan.exists() else 0
+            status = f"ok, {after - before} runs added to the plan" if error is None else "FAILED"
+            print(f"{path.relative_to(root).with_suffix('').as_posix()}: {status}", flush=True)
+            if error is not None:
+                failed.append(path.stem)
+                print("    " + error.replace("\n", "\n    "), flush=True)
+    if args.plan.exists():
+        print(describe(read_plan(args.plan), args.flops_per_second))
+    return 1 if failed else 0
+
+
+def pack_main(argv=None) -> int:
+    """`python -m fairens_core pack`: copy a plan's records into a folder of compact records."""
+    p = argparse.ArgumentParser(prog="python -m fairens_core pack", description=(
+        "Copy the records of a plan from the cache into OUT as compact records (float16 predictions; "
+        "final weights only with --keep-weights). Point $FAIRENS_RECORDS at OUT to read them."))
+    p.add_argument("--plan", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--keep-weights", action="store_true", help="keep every member's final weights")
+    p.add_argument("--chapters", nargs="+", metavar="NAME", help="only the runs planned for these chapters")
+    args = p.parse_args(argv)
+    entries = [e for e in read_plan(args.plan) if not args.chapters or e["chapter"] in args.chapters]
+    missing, size = [], 0
+    for entry in entries:
+        record = find_record(entry["key"])
+        if record is None:
+            missing.append(entry["key"])
+            continue
+        if not args.keep_weights:
+            record.weights = None
+            record.meta["weights_dropped"] = True
+        path = record.save(args.out)
+        size += path.stat().st_size + path.with_suffix(".json").stat().st_size
+    n = len(entries) - len(missing)
+    print(f"{n} records in {args.out} ({size / 2**20:.1f} MiB)")
+    if missing:
+        print(f"not in the cache (train them first): {', '.join(missing)}")
+    return 1 if missing else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from .plan import pack_main, plan_main
-
-    commands = {"train": train_main, "plan": plan_main, "pack": pack_main}
-    try:
-        from .book import main as book_main
-
-        commands["book"] = book_main
-    except ImportError:
-        pass
+    commands = {"train": train_main, "book": book_main, "plan": plan_main, "pack": pack_main}
     if not argv or argv[0] not in commands:
         print(f"usage: python -m fairens_core {{{','.join(commands)}}} [options]  (-h for help)")
         return 2

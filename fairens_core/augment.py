@@ -3,7 +3,9 @@
 Each member draws its augmentation parameters from its own generator (so members can
 share or differ in this source of randomness); the pixels are then transformed for all
 members in one batched op, as fast CIFAR trainers do, so augmentation is never the
-bottleneck.
+bottleneck. The trainer draws a whole epoch's parameters at once (`draw` per step, on the
+CPU: the same numbers on every device) and copies them to the device in one transfer, so
+the training step itself never waits for the host.
 """
 
 from __future__ import annotations
@@ -52,6 +54,27 @@ def _cutout(x: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
     return x * mask.masked_fill(inside, 0)
 
 
+def draw(kinds: tuple[str, ...], n: int, spatial: tuple[int, ...], generators: list[torch.Generator]) -> dict:
+    """Augmentation parameters of one step for M members of n examples each, concatenated
+    member after member (M*n rows, on the CPU): `generators[m]` drives member m's draws."""
+    draws = [_draw(kinds, n, spatial, g) for g in generators]
+    return {k: torch.cat([d[k] for d in draws]) for k in draws[0]}
+
+
+def apply(x: torch.Tensor, kinds: tuple[str, ...], params: dict) -> torch.Tensor:
+    """Augment a stacked batch x (M, B, C, *spatial) with drawn `params` (on x's device)."""
+    if not kinds:
+        return x
+    flat = x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+    if "flip" in kinds:
+        flat = torch.where(params["flip"].view(-1, *[1] * (flat.dim() - 1)), flat.flip(-1), flat)
+    if "offset" in params:
+        flat = _translate(flat, params["offset"])
+    if "cutout" in kinds:
+        flat = _cutout(flat, params["center"])
+    return flat.reshape(x.shape)
+
+
 def augment(x: torch.Tensor, kinds: tuple[str, ...], generators: list[torch.Generator]) -> torch.Tensor:
     """Augment a stacked batch. x (M, B, C, *spatial) float -> same shape.
 
@@ -59,15 +82,5 @@ def augment(x: torch.Tensor, kinds: tuple[str, ...], generators: list[torch.Gene
     """
     if not kinds:
         return x
-    M, B = x.shape[:2]
-    spatial = x.shape[3:]
-    draws = [_draw(kinds, B, spatial, g) for g in generators]
-    p = {k: torch.cat([d[k] for d in draws]).to(x.device) for k in draws[0]}
-    flat = x.reshape(M * B, *x.shape[2:])
-    if "flip" in kinds:
-        flat = torch.where(p["flip"].view(-1, *[1] * (flat.dim() - 1)), flat.flip(-1), flat)
-    if "offset" in p:
-        flat = _translate(flat, p["offset"].to(x.device))
-    if "cutout" in kinds:
-        flat = _cutout(flat, p["center"])
-    return flat.reshape(x.shape)
+    params = draw(kinds, x.shape[1], tuple(x.shape[3:]), generators)
+    return apply(x, kinds, {k: v.to(x.device) for k, v in params.items()})

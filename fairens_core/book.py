@@ -41,7 +41,10 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .claims import read_claims
+
 INJECTED_TAG = "injected-parameters"
+PRELUDE_TAG = "fairens-prelude"
 FULL_DIR = Path("book") / "full"  # full-profile copies of chapters, relative to the book root
 FULL_RECORDS = Path("records") / "full"  # their run records, shipped with the book
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -161,9 +164,10 @@ def parse_value(text: str):
 
 
 def run_chapter(path: Path, parameters: dict, kernel: str = "python3",
-                failed_dir: Optional[Path] = None, output: Optional[Path] = None) -> Optional[str]:
+                failed_dir: Optional[Path] = None, output: Optional[Path] = None,
+                prelude: Optional[str] = None) -> Optional[str]:
     """Execute ``path`` with papermill, in place or into ``output``; return None on success,
-    else the error's tail.
+    else the error's tail. ``prelude``: code run first in the kernel (a cell not kept).
 
     The notebook is only written when execution succeeds; a failed run is
     saved to ``failed_dir`` (if given) for inspection.
@@ -176,6 +180,8 @@ def run_chapter(path: Path, parameters: dict, kernel: str = "python3",
     nb = nbformat.read(str(path), as_version=4)
     # Drop a previous run's override cell: no -p means the chapter's defaults.
     nb.cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
+    if prelude:
+        nb.cells.insert(0, nbformat.v4.new_code_cell(prelude, metadata={"tags": [PRELUDE_TAG]}))
     with tempfile.TemporaryDirectory(prefix="fairens-book-") as tmp:
         out = Path(tmp) / path.name
         try:
@@ -188,6 +194,7 @@ def run_chapter(path: Path, parameters: dict, kernel: str = "python3",
                 shutil.copy(out, failed_dir / path.name)
             return _error_tail(exc)
         done = nbformat.read(str(out), as_version=4)
+    done.cells = [c for c in done.cells if PRELUDE_TAG not in c.get("metadata", {}).get("tags", [])]
     _strip_run_metadata(done)
     nbformat.write(done, str(output or path))
     return None
@@ -250,7 +257,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         params = {"profile": "full", **params}
         os.environ.setdefault("FAIRENS_RECORDS", str(root / FULL_RECORDS))
 
-    from .claims import read_claims
 
     for path in missing(root):
         print(f"warning: _toc.yml names a missing file: {path.relative_to(root).as_posix()}", flush=True)

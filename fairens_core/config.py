@@ -11,7 +11,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from .data import DATASETS
+from .models import MODELS
 from .randomness import parse_vary
+
+# Version of the record format and of the training numerics; part of every cache key, so a change
+# that alters what a config trains (or how a record is laid out) retires the old records.
+FORMAT_VERSION = 2  # 2: learner dropout scales the ensemble term by the kept members (objectives.augmented_loss)
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine", "triangular")
@@ -19,7 +25,7 @@ AUGMENTATIONS = ("crop", "flip", "cutout", "shift")
 COMBINE = ("prob", "score")
 REINIT_FROM = ("input", "output")
 PRECISIONS = ("fp32", "bf16")
-EXECUTIONS = ("vectorized", "loop")
+EXECUTIONS = ("auto", "packed", "vectorized", "loop")
 EXECUTORS = ("local", "ray")
 
 # Fields that do not change the result (where or how fast it runs) stay out of the cache key.
@@ -72,7 +78,12 @@ class TrainConfig:
     # execution (not part of the cache key)
     device: str = "auto"
     precision: str = "fp32"
-    execution: str = "vectorized"
+    # "packed": members as one network of grouped layers (packed.py), the fast path; "vectorized":
+    # stacked parameters under torch.vmap, the reference; "loop": one member at a time; "auto":
+    # packed on CUDA, vectorized elsewhere (equally fast on a CPU, and the CPU records stay those
+    # of format 2). Not in the key: the modes agree to float rounding (tests/test_packed.py),
+    # and a record names the mode that made it (meta["execution"]).
+    execution: str = "auto"
     max_group: int | None = None  # members per vectorized group (memory); None: all at once
     progress: bool = True
     # where the groups of members run: "local" (this process) or "ray" (one Ray task per group of
@@ -100,8 +111,6 @@ class TrainConfig:
 
     def key(self) -> str:
         """Hash of every field that changes the result: the record's name in the cache."""
-        from .records import FORMAT_VERSION
-
         blob = json.dumps({"format": FORMAT_VERSION, **self.key_fields()}, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -128,9 +137,6 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise ValueError naming the field and what is allowed."""
-        from .data import DATASETS
-        from .models import MODELS
-
         def allowed(name, value, options):
             if value not in options:
                 raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(options)}")

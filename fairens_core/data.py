@@ -1187,6 +1187,17 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
+def prepare_inputs(x: torch.Tensor, mean, std, device) -> torch.Tensor:
+    """Raw dataset inputs -> float model inputs on `device`: uint8 images become (x/255 - mean)/std."""
+    x = x.to(device)
+    if x.dtype != torch.uint8:
+        return x.float()
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    mean = torch.tensor(mean, device=device).view(shape)
+    std = torch.tensor(std, device=device).view(shape)
+    return (x.float() / 255 - mean) / std
+
+
 def load_dataset(name: str, root: str | Path | None = None, **options) -> Dataset:
     """Load dataset ``name`` from :data:`DATASETS` with files under :func:`data_root` (``root``).
 

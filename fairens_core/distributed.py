@@ -23,6 +23,12 @@ import os
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
+
+from .checkpoints import to_device
+from .data import load_dataset
+from .ensemble import init_member
+from .train import DeviceData, History, build_ensemble, make_optimizer, plan_phases, resolve_device, train_part
 
 ENV_PASSED = ("FAIRENS_DATA", "FAIRENS_CACHE")  # so workers find the same data and dataset cache
 
@@ -39,22 +45,17 @@ def connect(cfg) -> None:
 
 def pack_parent(parent) -> dict:
     """A parent's (ensemble, optimizer, history) as CPU tensors, to ship to the workers."""
-    from .train import _to
-
     ens, opt, history = parent
-    return {"ensemble": _to(ens.state_stacked(), "cpu"), "optimizer": _to(opt.state_dict(), "cpu"),
+    return {"ensemble": to_device(ens.state_stacked(), "cpu"), "optimizer": to_device(opt.state_dict(), "cpu"),
             "history": history.state}
 
 
 def unpack_parent(cfg, ds, state: dict, device):
     """Rebuild (ensemble, optimizer, history) of a packed parent on `device`."""
-    from .ensemble import StackedEnsemble, init_member
-    from .train import History, _to, make_optimizer
-
-    ens = StackedEnsemble([init_member(cfg, ds.input_shape, ds.num_classes, 0)]).to(device)
-    ens.load_stacked(_to(state["ensemble"], device))
+    ens = build_ensemble(cfg, [init_member(cfg, ds.input_shape, ds.num_classes, 0)], device)
+    ens.load_stacked(to_device(state["ensemble"], device))
     opt = make_optimizer(cfg, ens.parameters())
-    opt.load_state_dict(_to(state["optimizer"], device))
+    opt.load_state_dict(to_device(state["optimizer"], device))
     return ens, opt, History(state["history"])
 
 
@@ -66,11 +67,6 @@ def train_group_task(cfg, members: list[int], parent: dict | None, workdir: str 
     requested CPU, but on a CPU some kernels round differently with another thread count, and
     training amplifies that into different members: a task uses the thread count of a local run.
     """
-    from tqdm import tqdm
-
-    from .data import load_dataset
-    from .train import DeviceData, plan_phases, resolve_device, train_part
-
     os.environ.update(env)
     torch.set_num_threads(threads)
     device = resolve_device(cfg.device)
@@ -92,8 +88,10 @@ def gpus_per_task(cfg) -> float:
     return 1 if cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0 else 0
 
 
-def train_groups_on_ray(cfg, groups: list[list[int]], parent, workdir: Path | None, bar, steps: int):
-    """Dispatch one task per group; yield (members, part) in the order they finish.
+def train_groups_on_ray(cfg, ds, data, groups: list[list[int]], phase, parent, workdir: Path | None, bar, device):
+    """The Ray executor (see `train.train_groups_here`): dispatch one task per group; yield
+    (members, part) in the order they finish. The workers load the data themselves, so `ds`,
+    `data` and `device` (this process's) are not shipped.
 
     `bar` (members × `steps` optimizer steps per group) advances as groups finish, so its rate
     and ETA are those of the whole cluster.
@@ -102,6 +100,7 @@ def train_groups_on_ray(cfg, groups: list[list[int]], parent, workdir: Path | No
         return
     import ray
 
+    steps = phase.stop - phase.start
     connect(cfg)
     env = {k: os.environ[k] for k in ENV_PASSED if k in os.environ}
     threads = torch.get_num_threads()  # a task trains with this many, as a local run would

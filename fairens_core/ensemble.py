@@ -1,4 +1,5 @@
-"""M models as one: stacked parameters, evaluated with `torch.vmap`.
+"""M models as one: stacked parameters, evaluated with `torch.vmap` (the reference path;
+`packed.PackedEnsemble` is the fast one).
 
 Every parameter and buffer of the M members is stacked along a new leading dimension, and
 one vmapped `functional_call` runs all members in a single batched computation (one
@@ -25,55 +26,25 @@ def init_member(cfg, input_shape, num_classes: int, seed: int) -> nn.Module:
         return build_model(cfg.model, input_shape, num_classes, width=cfg.width, dropout=cfg.dropout)
 
 
-class StackedEnsemble(nn.Module):
-    """M members of one architecture with parameters of shape (M, *param_shape).
-
-    forward(x): x (M, B, *input_shape) -> logits (M, B, C); member m sees x[m].
-    """
-
-    def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        params, buffers = stack_module_state(members)
-        self.names = list(params)  # parameter names in registration (= data-flow) order
-        self.params = nn.ParameterDict({k.replace(".", "/"): nn.Parameter(v) for k, v in params.items()})
-        for k, v in buffers.items():
-            self.register_buffer(k.replace(".", "/"), v)
-        self.buffer_names = list(buffers)
-        # architecture only, no storage; kept out of the module tree so .to(device) skips it
-        object.__setattr__(self, "template", copy.deepcopy(members[0]).to("meta"))
-        self.randomness = "different"
-        self.channels_last = False  # see use_channels_last
+class MemberState:
+    """What both ensemble forms share: M members' parameters and buffers, each stacked as
+    (M, *member_shape) under the member's own names (`stacked()`), and `template`, one
+    member's architecture without storage."""
 
     @property
     def size(self) -> int:
-        return next(iter(self.params.values())).shape[0]
-
-    def stacked(self) -> tuple[dict, dict]:
-        params = {k: self.params[k.replace(".", "/")] for k in self.names}
-        buffers = {k: getattr(self, k.replace(".", "/")) for k in self.buffer_names}
-        return params, buffers
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.template.train(self.training)
-        params, buffers = self.stacked()
-        if self.channels_last and x.dim() == 5:
-            x = stacked_channels_last(x)
-
-        def one(p, b, xm):
-            return functional_call(self.template, (p, b), (xm,))
-
-        return torch.vmap(one, randomness=self.randomness)(params, buffers, x)
+        return next(iter(self.stacked()[0].values())).shape[0]
 
     @torch.no_grad()
-    def use_channels_last(self) -> "StackedEnsemble":
+    def use_channels_last(self):
         """Lay out image inputs and conv weights channels-last from now on (values unchanged).
 
-        vmap runs the M members' convolutions as one grouped convolution over (B, M*C, H, W)
-        inputs and (M*O, C, kh, kw) weights; both are channels-last views when every stacked
-        conv weight (M, O, C, kh, kw) is stored in the order M, O, kh, kw, C and every input
-        batch (M, B, C, H, W) in the order B, H, W, M, C (see `stacked_channels_last`).
+        The M members' convolutions run as one grouped convolution over (B, M*C, H, W) inputs
+        and (M*O, C, kh, kw) weights; both are channels-last views when every stacked conv
+        weight (M, O, C, kh, kw) is stored in the order M, O, kh, kw, C and every input batch
+        (M, B, C, H, W) in the order B, H, W, M, C (see `stacked_channels_last`).
         """
-        for p in self.params.values():
+        for p in self.stacked()[0].values():
             if p.dim() == 5:  # stacked 4-D conv weights
                 p.data = p.data.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
         self.channels_last = True
@@ -106,6 +77,42 @@ class StackedEnsemble(nn.Module):
     def parameter_counts(self) -> list[tuple[str, int]]:
         params, _ = self.stacked()
         return [(k, params[k][0].numel()) for k in self.names]
+
+
+class StackedEnsemble(MemberState, nn.Module):
+    """M members of one architecture with parameters of shape (M, *param_shape).
+
+    forward(x): x (M, B, *input_shape) -> logits (M, B, C); member m sees x[m].
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        params, buffers = stack_module_state(members)
+        self.names = list(params)  # parameter names in registration (= data-flow) order
+        self.params = nn.ParameterDict({k.replace(".", "/"): nn.Parameter(v) for k, v in params.items()})
+        for k, v in buffers.items():
+            self.register_buffer(k.replace(".", "/"), v)
+        self.buffer_names = list(buffers)
+        # architecture only, no storage; kept out of the module tree so .to(device) skips it
+        object.__setattr__(self, "template", copy.deepcopy(members[0]).to("meta"))
+        self.randomness = "different"
+        self.channels_last = False  # see use_channels_last
+
+    def stacked(self) -> tuple[dict, dict]:
+        params = {k: self.params[k.replace(".", "/")] for k in self.names}
+        buffers = {k: getattr(self, k.replace(".", "/")) for k in self.buffer_names}
+        return params, buffers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.template.train(self.training)
+        params, buffers = self.stacked()
+        if self.channels_last and x.dim() == 5:
+            x = stacked_channels_last(x)
+
+        def one(p, b, xm):
+            return functional_call(self.template, (p, b), (xm,))
+
+        return torch.vmap(one, randomness=self.randomness)(params, buffers, x)
 
 
 def stacked_channels_last(x: torch.Tensor) -> torch.Tensor:

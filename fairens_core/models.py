@@ -196,8 +196,8 @@ class CNN1d(nn.Module):
         self.fc = nn.Linear(ch * length, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # accepts (B, L) as well as (B, C, L)
-        x = x.reshape(x.shape[0], self.in_channels, self.length)
+        # accepts (B, L) as well as (B, C, L); -1 channels: packed members (B, M*C, L) too
+        x = x.reshape(x.shape[0], -1, self.length)
         h = self.features(x).flatten(1)
         return self.fc(self.dropout(h))
 
@@ -277,13 +277,15 @@ class PadShortcut(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
-        self.stride = stride
+        self.stride, self.in_channels = stride, in_channels
         extra = out_channels - in_channels
         self.pad = (extra // 2, extra - extra // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, *self.pad))
+        # pad each block of in_channels: one block, or one per member of a packed ensemble
+        blocks = x.unflatten(1, (-1, self.in_channels))
+        return F.pad(blocks, (0, 0, 0, 0, *self.pad)).flatten(1, 2)
 
 
 class BasicBlock(nn.Module):

@@ -1,10 +1,11 @@
 """Plan a profile's training before spending GPU time on it.
 
-Setting `$FAIRENS_PLAN` to a file switches `records.run` into planning: every run is appended
-to the plan (one JSON line per run), and a cache miss trains nothing: the chapter gets a
-*placeholder* record instead, with the real record's shapes, metadata and initial weights but
-made-up predictions (`meta["placeholder"] = True`; never saved). Executing a chapter this way
-(`python -m fairens_core plan --profile full ...`) takes seconds on a CPU and gives
+A `Planner` handed to `runner.plan_instead_of_training` switches `runner.run` into planning:
+every run is appended to the plan (one JSON line per run), and a cache miss trains nothing: the
+chapter gets a *placeholder* record instead, with the real record's shapes, metadata and initial
+weights but made-up predictions (`meta["placeholder"] = True`; never saved). Executing a chapter
+this way (`python -m fairens_core plan --profile full ...`, which starts each chapter's kernel
+with that call: see `__main__`) takes seconds on a CPU and gives
 
 - the list of every run the chapter needs, with its training cost in FLOPs, and
 - a check that the chapter's code runs through at that scale (its numbers mean nothing).
@@ -18,23 +19,37 @@ points the book to.
 from __future__ import annotations
 
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .config import TrainConfig
+from .data import load_dataset
+from .ensemble import StackedEnsemble, init_member
+from .randomness import source_seed
+from .records import RunRecord
+from .train import History, assemble, plan_phases
 
-PLAN_ENV = "FAIRENS_PLAN"
-CHAPTER_ENV = "FAIRENS_PLAN_CHAPTER"  # the chapter being planned, noted with its runs
 SPEED_FIELDS = ("max_group", "channels_last", "compile")  # execution fields a plan keeps (not in the key)
 PLACEHOLDER_FLOPS_PER_SECOND = 1e14  # a placeholder's stand-in wall time: its FLOPs at this rate
 
 
-def plan_path() -> Path | None:
-    """The plan file being written ($FAIRENS_PLAN), or None when not planning."""
-    value = os.environ.get(PLAN_ENV)
-    return Path(value) if value else None
+@dataclass
+class Planner:
+    """Notes every run of a chapter in the plan file `path` instead of training it."""
+
+    path: Path
+    chapter: str = ""
+
+    def note(self, config: TrainConfig, record: RunRecord | None = None) -> RunRecord:
+        """Add `config` to the plan, with the cost and size of its record (a placeholder when it
+        is not cached); return that record."""
+        record = record if record is not None else placeholder_record(config)
+        meta = record.meta
+        flops = training_flops(config, meta["flops_per_example"], meta["n_train"], meta["n_test"])
+        add_to_plan(config, Path(self.path), flops, packed_bytes(record), self.chapter)
+        return record
 
 
 # ---------------------------------------------------------------------------- the plan file
@@ -46,13 +61,13 @@ def read_plan(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def add_to_plan(config: TrainConfig, path: Path, train_flops: int, packed_bytes: int = 0) -> None:
+def add_to_plan(config: TrainConfig, path: Path, train_flops: int, packed_bytes: int = 0, chapter: str = "") -> None:
     """Append `config` to the plan at `path` unless it is already there."""
     key = config.key()
     if path.exists() and any(e["key"] == key for e in read_plan(path)):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    entry = {"key": key, "chapter": os.environ.get(CHAPTER_ENV, ""), "train_flops": train_flops,
+    entry = {"key": key, "chapter": chapter, "train_flops": train_flops,
              "packed_bytes": packed_bytes,
              "config": config.key_fields() | {k: getattr(config, k) for k in SPEED_FIELDS}}
     with path.open("a") as f:
@@ -68,8 +83,6 @@ def eval_steps(start: int, stop: int, steps_per_epoch: int) -> list[int]:
 def training_flops(config: TrainConfig, flops_per_example: int, n_train: int, n_test: int) -> int:
     """Floating-point operations of training `config` (forward + backward ≈ 3 × forward on every
     training example of every step, plus a forward pass over the test set at each evaluation)."""
-    from .train import plan_phases
-
     steps_per_epoch = n_train // config.batch_size
     parent, phase = plan_phases(config, steps_per_epoch)
     member_steps = config.members * (phase.stop - phase.start) + (parent.stop if parent else 0)
@@ -84,11 +97,6 @@ def training_flops(config: TrainConfig, flops_per_example: int, n_train: int, n_
 def placeholder_record(config: TrainConfig):
     """A record shaped like `config`'s real one, without training: real dataset, metadata and
     initial weights; made-up logits (right on most examples) and histories."""
-    from .data import load_dataset
-    from .ensemble import StackedEnsemble, init_member
-    from .randomness import source_seed
-    from .train import History, assemble, plan_phases
-
     cfg = config.validate()
     ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
     spe = len(ds.y_train) // cfg.batch_size
@@ -132,20 +140,6 @@ def placeholder_record(config: TrainConfig):
     return record
 
 
-def plan_run(config: TrainConfig, path: Path):
-    """What `records.run` does on a cache miss while planning: note the run, answer with a placeholder."""
-    record = placeholder_record(config)
-    note_run(config, path, record)
-    return record
-
-
-def note_run(config: TrainConfig, path: Path, record) -> None:
-    """Add `config` to the plan at `path`, with the cost and size of its (real or placeholder) record."""
-    meta = record.meta
-    flops = training_flops(config, meta["flops_per_example"], meta["n_train"], meta["n_test"])
-    add_to_plan(config, path, flops, packed_bytes(record))
-
-
 def packed_bytes(record) -> int:
     """Uncompressed bytes of `record` as `pack` writes it (no final weights); the archive is
     compressed, so this is an upper bound."""
@@ -157,7 +151,7 @@ def packed_bytes(record) -> int:
     return sum(t.numel() * t.element_size() for t in kept)
 
 
-# ---------------------------------------------------------------------------- commands
+# ---------------------------------------------------------------------------- reading a plan
 def describe(entries: list[dict], flops_per_second: float | None = None) -> str:
     """A table of planned runs and their training cost, with totals per chapter."""
     minutes = (lambda pf: f"{pf * 1e15 / flops_per_second / 60:8.2f}") if flops_per_second else (lambda pf: "")
@@ -177,85 +171,3 @@ def describe(entries: list[dict], flops_per_second: float | None = None) -> str:
     if flops_per_second:
         rows.append(f"(est. min: at {flops_per_second / 1e12:.0f} TFLOP/s achieved; MB: uncompressed, without weights)")
     return "\n".join(rows)
-
-
-def plan_main(argv=None) -> int:
-    """`python -m fairens_core plan`: execute chapters while planning; print the runs they need."""
-    import argparse
-    import tempfile
-
-    from .book import chapters, find_root, parse_value, run_chapter, select
-    from .profiles import PROFILES
-
-    p = argparse.ArgumentParser(prog="python -m fairens_core plan", description=(
-        "Execute chapters with placeholder records (no training) and list the runs they need, "
-        "with their cost. Train them with `python -m fairens_core train --plan PLAN`."))
-    p.add_argument("--profile", default="full", choices=PROFILES, help="profile to plan (default: full)")
-    p.add_argument("--chapters", nargs="+", metavar="NAME", help="default: every chapter in _toc.yml")
-    p.add_argument("--plan", type=Path, default=Path("plan.jsonl"), help="plan file to write (appended to)")
-    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
-    p.add_argument("--book-root", type=Path, default=None)
-    p.add_argument("--flops-per-second", type=float, default=None,
-                   help="achieved training FLOP/s of the target machine, for a time estimate")
-    args = p.parse_args(argv)
-    root = (args.book_root or find_root()).resolve()
-    every = chapters(root)
-    todo = select(every, args.chapters, root) if args.chapters else every
-    params = {"profile": args.profile, **{k: parse_value(v) for k, v in args.parameter}}
-    saved = {k: os.environ.get(k) for k in (PLAN_ENV, CHAPTER_ENV)}
-    os.environ[PLAN_ENV] = str(args.plan.resolve())  # the chapters' kernels inherit it
-    failed = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="fairens-plan-") as tmp:
-            for path in todo:
-                os.environ[CHAPTER_ENV] = path.stem
-                before = len(read_plan(args.plan)) if args.plan.exists() else 0
-                error = run_chapter(path, params, output=Path(tmp) / path.name)
-                after = len(read_plan(args.plan)) if args.plan.exists() else 0
-                status = f"ok, {after - before} runs added to the plan" if error is None else "FAILED"
-                print(f"{path.relative_to(root).with_suffix('').as_posix()}: {status}", flush=True)
-                if error is not None:
-                    failed.append(path.stem)
-                    print("    " + error.replace("\n", "\n    "), flush=True)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    if args.plan.exists():
-        print(describe(read_plan(args.plan), args.flops_per_second))
-    return 1 if failed else 0
-
-
-def pack_main(argv=None) -> int:
-    """`python -m fairens_core pack`: copy a plan's records into a folder of compact records."""
-    import argparse
-
-    from .records import find_record
-
-    p = argparse.ArgumentParser(prog="python -m fairens_core pack", description=(
-        "Copy the records of a plan from the cache into OUT as compact records (float16 predictions; "
-        "final weights only with --keep-weights). Point $FAIRENS_RECORDS at OUT to read them."))
-    p.add_argument("--plan", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--keep-weights", action="store_true", help="keep every member's final weights")
-    p.add_argument("--chapters", nargs="+", metavar="NAME", help="only the runs planned for these chapters")
-    args = p.parse_args(argv)
-    entries = [e for e in read_plan(args.plan) if not args.chapters or e["chapter"] in args.chapters]
-    missing, size = [], 0
-    for entry in entries:
-        record = find_record(entry["key"])
-        if record is None:
-            missing.append(entry["key"])
-            continue
-        if not args.keep_weights:
-            record.weights = None
-            record.meta["weights_dropped"] = True
-        path = record.save(args.out)
-        size += path.stat().st_size + path.with_suffix(".json").stat().st_size
-    n = len(entries) - len(missing)
-    print(f"{n} records in {args.out} ({size / 2**20:.1f} MiB)")
-    if missing:
-        print(f"not in the cache (train them first): {', '.join(missing)}")
-    return 1 if missing else 0

@@ -1,6 +1,7 @@
 """Run records and the cache that makes re-running a chapter free.
 
-A `RunRecord` is everything a chapter needs from one ensemble run. On disk it is one
+A `RunRecord` is everything a chapter needs from one ensemble run (`runner.run(config)` finds
+or trains it). On disk it is one
 compressed NumPy archive, `<key>.npz`, next to `<key>.json` (config, metadata, SHA-256 of the
 archive). `<key>` is `TrainConfig.key()`, a hash of every field that changes the result.
 
@@ -31,7 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FORMAT_VERSION = 2  # 2: learner dropout scales the ensemble term by the kept members (objectives.augmented_loss)
+from .config import FORMAT_VERSION, TrainConfig
+from .data import prepare_inputs
+from .ensemble import StackedEnsemble
+from .models import build_model
+
 
 
 def cache_root() -> Path:
@@ -86,9 +91,6 @@ class RunRecord:
 
     def models(self) -> list[torch.nn.Module]:
         """Rebuild every member as an nn.Module in eval mode (needs save_weights=True)."""
-        from .config import TrainConfig
-        from .models import build_model
-
         if self.weights is None:
             why = ("they were dropped when it was packed (pack --keep-weights keeps them)"
                    if self.meta.get("weights_dropped") else "train with save_weights=True")
@@ -108,9 +110,6 @@ class RunRecord:
         dataset's raw format (e.g. uint8 images, normalised here as in training).
 
         ``x`` (N, ...) -> (M, N, C) float32 on the CPU."""
-        from .ensemble import StackedEnsemble
-        from .train import prepare_inputs
-
         ens = StackedEnsemble(self.models()).to(device).eval()
         x = prepare_inputs(x, self.meta.get("mean"), self.meta.get("std"), torch.device(device))
         return torch.cat([ens(c.expand(self.members, *c.shape)) for c in x.split(chunk)], 1).float().cpu()
@@ -175,36 +174,6 @@ def find_record(key: str) -> RunRecord | None:
             except CorruptRecordError as err:
                 print(f"warning: {err}; it will be recomputed")
     return None
-
-
-def run(config, quiet: bool = False) -> RunRecord:
-    """The record of `config`: from the cache if present (checksum verified), else trained now
-    (while planning, `$FAIRENS_PLAN`, a placeholder: see `plan`).
-
-    Training checkpoints into the cache as it goes, so an interrupted run resumes where it
-    stopped and ends with the same record as an uninterrupted one.
-    """
-    from .train import train_ensemble
-
-    from .plan import note_run, plan_path, plan_run
-
-    config = config.validate()
-    record, planning = find_record(config.key()), plan_path()
-    if record is not None:
-        if planning is not None:  # a plan lists every run a chapter needs, cached or not
-            note_run(config, planning, record)
-        return record
-    if planning is not None:  # planning ($FAIRENS_PLAN): note the run, train nothing
-        return plan_run(config, planning)
-    if quiet:
-        config = config.replace(progress=False)
-    directory = cache_root() / "records"
-    work = directory / f"{config.key()}.partial"
-    record = train_ensemble(config, workdir=work)
-    record.save(directory)
-    if work.is_dir() and not any(work.iterdir()):  # its checkpoints are gone with the finished run
-        work.rmdir()
-    return record
 
 
 def _sha256(path: Path) -> str:

@@ -30,15 +30,21 @@ import torch
 from tqdm.auto import tqdm
 
 from . import randomness as rnd
-from .augment import augment
+from .augment import apply as apply_augment
+from .augment import draw as draw_augment
 from .config import TrainConfig
-from .data import Dataset, load_dataset
+from .checkpoints import Checkpoint, to_device
+from .config import FORMAT_VERSION
+from .data import Dataset, load_dataset, prepare_inputs
 from .ensemble import StackedEnsemble, init_member, reinit_names
 from .models import model_flops
+from .packed import PackedEnsemble
 from .objectives import augmented_loss, member_losses
-from .records import FORMAT_VERSION, RunRecord, timestamp
+from .records import RunRecord, timestamp
 
 EVAL_CHUNK = 1000  # test examples per evaluation batch
+CHECKPOINT_EVERY_S = 60.0  # a group's state is saved at the first epoch end after this many seconds
+ENSEMBLES = {"packed": PackedEnsemble, "vectorized": StackedEnsemble, "loop": StackedEnsemble}
 
 
 # ---------------------------------------------------------------------------- setup
@@ -48,17 +54,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available here; use 'cpu' or 'auto'")
     return torch.device(device)
-
-
-def prepare_inputs(x: torch.Tensor, mean, std, device) -> torch.Tensor:
-    """Raw dataset inputs -> float model inputs on `device`: uint8 images become (x/255 - mean)/std."""
-    x = x.to(device)
-    if x.dtype != torch.uint8:
-        return x.float()
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    mean = torch.tensor(mean, device=device).view(shape)
-    std = torch.tensor(std, device=device).view(shape)
-    return (x.float() / 255 - mean) / std
 
 
 @dataclass
@@ -74,6 +69,19 @@ class DeviceData:
     def from_dataset(cls, ds: Dataset, device: torch.device) -> "DeviceData":
         prep = lambda x: prepare_inputs(x, ds.mean, ds.std, device)  # noqa: E731
         return cls(prep(ds.x_train), ds.y_train.to(device), prep(ds.x_test), ds.y_test.to(device))
+
+
+def resolve_execution(cfg: TrainConfig, device: torch.device) -> str:
+    """cfg.execution with "auto" resolved: packed on CUDA, vectorized (vmap) elsewhere."""
+    if cfg.execution != "auto":
+        return cfg.execution
+    return "packed" if device.type == "cuda" else "vectorized"
+
+
+def build_ensemble(cfg: TrainConfig, members: list, device: torch.device) -> PackedEnsemble | StackedEnsemble:
+    """The members as one module on `device`: packed grouped layers (execution='packed'), or
+    stacked parameters under torch.vmap (the reference; 'loop' runs groups of one)."""
+    return ENSEMBLES[resolve_execution(cfg, device)](members).to(device)
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -141,6 +149,35 @@ def epoch_order(seeds: list[int], epoch: int, n: int, device) -> torch.Tensor:
     return torch.stack([torch.randperm(n, generator=rnd.generator(s, "epoch", epoch)) for s in seeds]).to(device)
 
 
+@dataclass
+class EpochDraws:
+    """Every random number the steps of one epoch need, drawn on the CPU from the members' seeds
+    and moved to the device in one transfer: batch order (G, n), augmentation parameters and
+    learner-dropout masks per step. The steps themselves then never wait for the host."""
+
+    first_step: int
+    order: torch.Tensor  # (G, n) indices into the training set
+    augment: dict[str, torch.Tensor]  # name -> (S, G*B, ...)
+    keep: torch.Tensor | None  # (S, G) bool, members kept in the ensemble term
+
+    @classmethod
+    def draw(cls, cfg, steps: range, epoch: int, order_seeds, aug_seeds, n_train, spatial, device):
+        augment_steps = [draw_augment(cfg.augment, cfg.batch_size, spatial, [rnd.generator(s, "augment", t) for s in aug_seeds])
+                         for t in steps] if cfg.augment else []
+        augment = {k: torch.stack([a[k] for a in augment_steps]).to(device, non_blocking=True)
+                   for k in (augment_steps[0] if augment_steps else {})}
+        keep = (torch.stack([learner_dropout_mask(cfg, len(aug_seeds), t) for t in steps]).to(device)
+                if cfg.learner_dropout else None)
+        return cls(steps.start, epoch_order(order_seeds, epoch, n_train, device), augment, keep)
+
+    def batch(self, step: int, batch_size: int, steps_per_epoch: int):
+        """(indices (G, B), augmentation parameters, keep mask) of `step`."""
+        pos = step % steps_per_epoch
+        i = step - self.first_step
+        idx = self.order[:, pos * batch_size:(pos + 1) * batch_size]
+        return idx, {k: v[i] for k, v in self.augment.items()}, None if self.keep is None else self.keep[i]
+
+
 @torch.no_grad()
 def evaluate(ens: StackedEnsemble, x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Logits (G, N, C) of every member on x (N, ...), in eval mode."""
@@ -170,37 +207,44 @@ def training_forward(cfg, ens: StackedEnsemble):
     return ens
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; nothing of the run is cached."""
+
+
 def train_phase(cfg, task, data, ens, opt, phase, members, history, steps_per_epoch, save_ckpt, bar):
-    """Train `ens` (members `members`) over the steps of `phase`; evaluate and checkpoint each epoch.
+    """Train `ens` (members `members`) over the steps of `phase`; evaluate at each epoch's end.
 
     This is the whole training loop: gather batches, augment, forward all members at once,
-    L_beta, backward, step.
+    L_beta, backward, step. Nothing in it waits for the device until the epoch's evaluation.
     """
     vary = () if phase.name == "parent" else cfg.vary_sources
     order = [rnd.source_seed(cfg.seed, "batch_order", m, vary, phase.name) for m in members]
     aug = [rnd.source_seed(cfg.seed, "augmentation", m, vary, phase.name) for m in members]
     # dropout masks (models with dropout) count as augmentation noise
     ens.randomness = "different" if "augmentation" in vary else "same"
-    n_train, order_epoch, perms = data.x_train.shape[0], None, None
-    run_loss = torch.zeros(len(members), device=data.x_train.device)
+    device = data.x_train.device
+    n_train, spatial = data.x_train.shape[0], tuple(data.x_train.shape[2:])
+    run_loss = torch.zeros(len(members), device=device)
     run_correct = torch.zeros_like(run_loss)
-    seen = 0
+    first_bad = torch.full((), -1, device=device)  # first step with a non-finite loss
+    seen, draws = 0, None
     ens.train()
     forward = training_forward(cfg, ens)
     for step in range(phase.start, phase.stop):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(cfg, step - phase.schedule_start, phase.schedule_length, steps_per_epoch)
-        epoch, pos = divmod(step, steps_per_epoch)
-        if epoch != order_epoch:
-            perms, order_epoch = epoch_order(order, epoch, n_train, data.x_train.device), epoch
-        idx = perms[:, pos * cfg.batch_size:(pos + 1) * cfg.batch_size]  # (G, B)
-        x = augment(data.x_train[idx], cfg.augment, [rnd.generator(s, "augment", step) for s in aug])
+        epoch = step // steps_per_epoch
+        if draws is None or step % steps_per_epoch == 0:
+            steps = range(step, min(phase.stop, (epoch + 1) * steps_per_epoch))
+            draws = EpochDraws.draw(cfg, steps, epoch, order, aug, n_train, spatial, device)
+        idx, aug_params, keep = draws.batch(step, cfg.batch_size, steps_per_epoch)
+        x = apply_augment(data.x_train[idx], cfg.augment, aug_params)
         y = data.y_train[idx]
-        torch.manual_seed(rnd.derive_seed(cfg.seed, "dropout", step))  # model dropout masks
+        if cfg.dropout:
+            torch.manual_seed(rnd.derive_seed(cfg.seed, "dropout", step))  # model dropout masks
         with _autocast(cfg, y.device):
             out = forward(x).float()  # (G, B, C): every member on its own batch
         if cfg.is_joint:  # L_beta couples the members through their combined prediction
-            keep = learner_dropout_mask(cfg, len(members), step, y.device)
             loss, losses = augmented_loss(out, y[0], cfg.beta, task, cfg.combine, keep, cfg.label_smoothing)
         else:  # independent: the sum of the members' losses, so each gets its own gradient
             losses = member_losses(out, y, task, cfg.label_smoothing)
@@ -209,26 +253,39 @@ def train_phase(cfg, task, data, ens, opt, phase, members, history, steps_per_ep
         loss.backward()
         opt.step()
 
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
         run_loss += losses
         if task == "classification":
             run_correct += (out.detach().argmax(-1) == y).float().mean(1)
         seen += 1
         bar.update(len(members))
         if (step + 1) % steps_per_epoch == 0 or step + 1 == phase.stop:
+            check_finite(cfg, int(first_bad))
             log_eval(cfg, task, data, ens, history, step + 1, run_loss / seen, run_correct / seen)
             bar.set_postfix(test_acc=f"{history.state['test_acc'][-1].mean():.3f}")
             run_loss.zero_(), run_correct.zero_()
             seen = 0
-            save_ckpt(step + 1)
+            save_ckpt(step + 1, final=step + 1 == phase.stop)
 
 
-def learner_dropout_mask(cfg, n: int, step: int, device) -> torch.Tensor | None:
-    """(n,) bool: members kept in the ensemble term at `step` (paper 001 App. G.7); at least one."""
+def check_finite(cfg, first_bad_step: int) -> None:
+    """Stop a run whose loss became NaN or infinite, naming the step and the usual suspects."""
+    if first_bad_step < 0:
+        return
+    suspects = f"lr={cfg.lr}, weight_decay={cfg.weight_decay}, warmup_epochs={cfg.warmup_epochs}"
+    if cfg.is_joint:
+        suspects += f", beta={cfg.beta}"
+    raise NonFiniteLossError(f"the training loss is not finite at step {first_bad_step}: the run diverged; "
+                             f"nothing is cached. Check {suspects} (a smaller lr usually helps)")
+
+
+def learner_dropout_mask(cfg, n: int, step: int) -> torch.Tensor | None:
+    """(n,) bool on the CPU: members kept in the ensemble term at `step` (paper 001 App. G.7); at least one."""
     if not cfg.learner_dropout:
         return None
     keep = torch.rand(n, generator=rnd.generator(cfg.seed, "learner_dropout", step)) >= cfg.learner_dropout
     keep[torch.randint(n, (1,), generator=rnd.generator(cfg.seed, "keep_one", step))] = True
-    return keep.to(device)
+    return keep
 
 
 def tracked_count(n: int) -> int | None:
@@ -254,36 +311,6 @@ def log_eval(cfg, task, data, ens, history, step, train_loss, train_acc):
 
 
 # ---------------------------------------------------------------------------- groups
-class Checkpoint:
-    """Atomic torch.save / load of a group's state at an epoch boundary."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-
-    def load(self):
-        if self.path is None or not self.path.exists():
-            return None
-        return torch.load(self.path, map_location="cpu", weights_only=False)
-
-    def save(self, state: dict):
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
-
-
-def _to(obj, device):
-    if torch.is_tensor(obj):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to(v, device) for v in obj]
-    return obj
-
-
 def train_group(cfg, ds, data, members, phase, device, workdir, bar, start=None):
     """Train one group of members through `phase`; returns (ensemble, optimizer, history).
 
@@ -293,7 +320,7 @@ def train_group(cfg, ds, data, members, phase, device, workdir, bar, start=None)
     if start is None:
         vary = () if phase.name == "parent" else cfg.vary_sources  # a parent's init is shared
         seeds = [rnd.source_seed(cfg.seed, "init", m, vary) for m in members]
-        ens = StackedEnsemble([init_member(cfg, ds.input_shape, ds.num_classes, s) for s in seeds]).to(device)
+        ens = build_ensemble(cfg, [init_member(cfg, ds.input_shape, ds.num_classes, s) for s in seeds], device)
         opt, history = make_optimizer(cfg, ens.parameters()), History()
     else:
         ens, opt, history = start
@@ -303,15 +330,21 @@ def train_group(cfg, ds, data, members, phase, device, workdir, bar, start=None)
     ckpt = Checkpoint(workdir / f"{name}.pt" if workdir else None)
     saved = ckpt.load()
     if saved is not None:  # resume: restore everything and skip the steps already done
-        ens.load_stacked(_to(saved["ensemble"], device))
+        ens.load_stacked(to_device(saved["ensemble"], device))
         opt.load_state_dict(saved["optimizer"])
         history = History(saved["history"])
         bar.update(len(members) * (saved["step"] - phase.start))
         phase = Phase(phase.name, saved["step"], phase.stop, phase.schedule_start, phase.schedule_length)
 
-    def save_ckpt(step):
-        ckpt.save({"ensemble": ens.state_stacked(), "optimizer": opt.state_dict(), "step": step,
-                   "history": history.state})
+    last_save = time.monotonic()
+
+    def save_ckpt(step, final=False):
+        """At an epoch's end: a checkpoint every CHECKPOINT_EVERY_S seconds, and at the phase's end."""
+        nonlocal last_save
+        if final or time.monotonic() - last_save >= CHECKPOINT_EVERY_S:
+            ckpt.save({"ensemble": ens.state_stacked(), "optimizer": opt.state_dict(), "step": step,
+                       "history": history.state})
+            last_save = time.monotonic()
 
     steps_per_epoch = len(ds.y_train) // cfg.batch_size
     train_phase(cfg, ds.task, data, ens, opt, phase, members, history, steps_per_epoch, save_ckpt, bar)
@@ -328,8 +361,8 @@ def spawn(cfg, parent, members, device, ds):
         for i, m in enumerate(members):
             fresh = init_member(cfg, ds.input_shape, ds.num_classes, rnd.derive_seed(cfg.seed, "reinit", m))
             state[name][i] = dict(fresh.named_parameters())[name].detach()
-    children = StackedEnsemble([ens.member(0)] * n).to(device)
-    children.load_stacked(_to(state, device))
+    children = build_ensemble(cfg, [ens.member(0)] * n, device)
+    children.load_stacked(to_device(state, device))
     child_opt = make_optimizer(cfg, children.parameters())
     if not cfg.spawn_reset:  # coupled-to-t: the children inherit the parent's optimizer state
         # a deep copy: state_dict() shares the parent's state tensors, which the children's
@@ -376,14 +409,24 @@ def group_members(cfg) -> list[list[int]]:
 
 
 # ---------------------------------------------------------------------------- entry point
-def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None) -> RunRecord:
+def train_groups_here(cfg, ds, data, groups, phase, parent, workdir, bar, device):
+    """The local executor: train the groups one after another in this process; yield
+    (members, part) as each finishes. (`distributed.train_groups_on_ray` is the other one.)"""
+    for members in groups:
+        yield members, train_part(cfg, ds, data, members, phase, device, workdir, bar, parent)
+
+
+def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None, train_groups=train_groups_here) -> RunRecord:
     """Train the ensemble described by `cfg` and return its record.
 
-    With `workdir`, each group checkpoints there at every epoch and a rerun resumes from it;
-    finished groups are kept, so an interrupted run loses nothing already finished.
+    With `workdir`, each group checkpoints there (at epoch ends, every CHECKPOINT_EVERY_S
+    seconds) and a rerun resumes from it; finished groups are kept, so an interrupted run loses
+    nothing already finished. `train_groups` runs the groups of members: here
+    (`train_groups_here`) or elsewhere (`distributed.train_groups_on_ray`).
     """
     cfg = cfg.validate()
     device = resolve_device(cfg.device)
+    cfg = cfg.replace(execution=resolve_execution(cfg, device))
     if cfg.compile and device.type != "cuda":
         warnings.warn(f"compile=True is a CUDA-only speed option; ignored on {device.type}", stacklevel=2)
     workdir = Path(workdir) if workdir else None
@@ -415,12 +458,7 @@ def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None) -> RunRe
             bar.update(len(members) * (phase.stop - phase.start))
         else:
             todo.append(members)
-    if cfg.executor == "ray":  # one task per group; each finished group is saved as it arrives
-        from .distributed import train_groups_on_ray
-
-        finished = train_groups_on_ray(cfg, todo, parent, workdir, bar, phase.stop - phase.start)
-    else:
-        finished = ((m, train_part(cfg, ds, data, m, phase, device, workdir, bar, parent)) for m in todo)
+    finished = train_groups(cfg, ds, data, todo, phase, parent, workdir, bar, device)
     for members, part in finished:
         if workdir is not None:
             Checkpoint(done_path(workdir, members)).save(part)

@@ -36,8 +36,8 @@ def cache(tmp_path, monkeypatch) -> Path:
     Modules that train use it for every test: ``pytestmark = pytest.mark.usefixtures("cache")``.
     """
     monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path / "cache"))
-    for name in ("FAIRENS_RECORDS", "FAIRENS_PLAN"):
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("FAIRENS_RECORDS", raising=False)
+    monkeypatch.setattr("fairens_core.runner._planner", None)  # not planning; restored after the test
     return tmp_path / "cache"
 
 

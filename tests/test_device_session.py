@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from fairens_core import TrainConfig, run
+from fairens_core.plan import Planner
+from fairens_core.runner import plan_instead_of_training
 from fairens_core.records import find_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,12 +22,12 @@ def test_device_session_benchmarks_trains_the_plan_and_returns_the_records(tmp_p
     cfg = TrainConfig(dataset="mnist1d", dataset_options={"n_samples": 500}, model="cnn1d", width=0.25,
                       members=2, epochs=1, warmup_epochs=0.5, device="cpu")
     monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path / "plan-cache"))
-    monkeypatch.setenv("FAIRENS_PLAN", str(plan))
+    plan_instead_of_training(Planner(plan))
     run(cfg)  # planned, not trained
+    plan_instead_of_training(None)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OUT": str(out),
            "PLAN": str(plan), "PACKED": str(tmp_path / "packed"), "FAIRENS_CACHE": str(tmp_path / "cache"),
            "BENCH_ARGS": "--smoke --sections vectorized", "BUDGET_S": "60"}
-    env.pop("FAIRENS_PLAN")
     done = subprocess.run(["bash", "benchmarks/device_session.sh"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     log = (out / "session.log").read_text()

@@ -13,7 +13,7 @@ import torch
 
 from fairens_core import TrainConfig, run
 from fairens_core import distributed
-from fairens_core.train import train_ensemble
+from fairens_core.train import Phase, train_ensemble
 
 SMALL = dict(dataset="mnist1d", dataset_options={"n_samples": 1500}, model="cnn1d", width=0.5, members=4,
              epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.5, progress=False, device="cpu", max_group=2)
@@ -41,7 +41,8 @@ def assert_same_record(a, b):
 @pytest.mark.parametrize("changes", [{}, dict(spawn_step=5, vary="batch_order")], ids=["independent", "spawned"])
 def test_ray_records_equal_local_records(changes):
     cfg = TrainConfig(**{**SMALL, **changes})
-    assert_same_record(train_ensemble(cfg.replace(executor="ray")), train_ensemble(cfg))
+    on_ray = train_ensemble(cfg.replace(executor="ray"), train_groups=distributed.train_groups_on_ray)
+    assert_same_record(on_ray, train_ensemble(cfg))
 
 
 def test_a_task_trains_with_the_thread_count_it_is_given():
@@ -90,14 +91,15 @@ def test_a_cache_hit_dispatches_nothing(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("dispatched work to Ray for a cached record")
 
-    monkeypatch.setattr(distributed, "train_groups_on_ray", refuse)
+    monkeypatch.setattr("fairens_core.runner.train_groups_on_ray", refuse)
     assert_same_record(run(cfg.replace(executor="ray")), local)
 
 
 def test_a_failing_task_is_reported_with_its_members():
     bad = TrainConfig(**{**SMALL, "dataset": "no_such_dataset"})  # not validated: fails on the worker
     with pytest.raises(RuntimeError, match="members 2-3 failed on Ray"):
-        list(distributed.train_groups_on_ray(bad, [[2, 3]], None, None, distributed_bar(), 1))
+        phase = Phase("", 0, 1, 0, 1)
+        list(distributed.train_groups_on_ray(bad, None, None, [[2, 3]], phase, None, None, distributed_bar(), "cpu"))
 
 
 def distributed_bar():

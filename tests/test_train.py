@@ -237,7 +237,7 @@ def test_cache_hit_trains_nothing(monkeypatch, cache):
     cfg = tiny(members=2, epochs=1)
     first = run(cfg)
     assert first.path.exists() and first.path.parent == cache / "records"
-    monkeypatch.setattr("fairens_core.train.train_ensemble", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr("fairens_core.runner.train_ensemble", lambda *a, **k: pytest.fail("trained again"))
     again = run(cfg.replace(device="cpu", progress=True))  # fields outside the key do not matter
     assert again.key == first.key and torch.equal(again.test_logits, first.test_logits)
 
@@ -275,6 +275,7 @@ def test_resume_equals_uninterrupted(monkeypatch, cache, execution, spawn):
             raise Interrupt
 
     monkeypatch.setattr(train_mod.Checkpoint, "save", save_then_die)
+    monkeypatch.setattr(train_mod, "CHECKPOINT_EVERY_S", 0.0)  # a checkpoint at every epoch's end
     with pytest.raises(Interrupt):
         run(cfg)
     partial = cache / "records" / f"{cfg.key()}.partial"

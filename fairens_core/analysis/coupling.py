@@ -38,7 +38,9 @@ import torch
 
 from .. import metrics as M
 from ..config import TrainConfig
+from ..data import load_dataset
 from ..metrics._utils import make_generator
+from ..runner import run
 
 CONDITIONS = ("no-coupling", "coupled-order", "coupled-to-t", "coupled-to-t-reset")
 LABELS = {"no-coupling": "no coupling", "coupled-order": "coupled order", "coupled-to-t": "coupled to t",
@@ -50,7 +52,6 @@ SPAWNED = ("coupled-to-t", "coupled-to-t-reset")
 # ---------------------------------------------------------------------------- configurations
 def steps_per_epoch(cfg: TrainConfig) -> int:
     """Optimizer steps per epoch of `cfg` (its training set size // batch size)."""
-    from ..data import load_dataset
 
     ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
     return len(ds.y_train) // cfg.batch_size
@@ -108,8 +109,7 @@ def run_configs(configs: Mapping, runner=None, quiet: bool = True) -> dict:
 
     runner: `fairens_core.run` by default; quiet: no progress bars while training.
     """
-    if runner is None:
-        from ..records import run as runner
+    runner = run if runner is None else runner
     by_hash, out = {}, {}
     for key, cfg in configs.items():
         h = cfg.key()

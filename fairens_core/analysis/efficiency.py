@@ -29,7 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from .. import metrics as M
 from ..config import TrainConfig
 from ..models import build_model
-from ..records import RunRecord, run
+from ..records import RunRecord
+from ..runner import run
 
 AGGREGATIONS = ("arithmetic", "geometric")
 _AGGREGATE = {"arithmetic": M.mean_probs, "geometric": M.geometric_mean_probs}  # paper 004 eq. 1

@@ -23,6 +23,7 @@ import torch
 
 from .. import metrics as M
 from ..config import TrainConfig
+from ..train import lr_factor
 
 
 def _trajectory(record) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -40,7 +41,6 @@ def _trajectory(record) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def lr_factor_at(cfg: TrainConfig, steps: np.ndarray, steps_per_epoch: int) -> np.ndarray:
     """Learning-rate multiplier of an uncoupled run of `cfg` at each step (the engine's schedule)."""
-    from ..train import lr_factor
 
     total = cfg.epochs * steps_per_epoch
     return np.array([lr_factor(cfg, int(s), total, steps_per_epoch) for s in steps])

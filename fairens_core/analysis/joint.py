@@ -24,7 +24,7 @@ import torch
 
 from .. import metrics as M
 from ..metrics import diversity as D
-from ..records import run
+from ..runner import run
 
 COMBINE = ("prob", "score")
 METRICS = ("ensemble_acc", "member_acc", "member_acc_min", "ERR", "ERR_bar", "DIV")

@@ -27,7 +27,7 @@ import torch
 from .. import metrics as M
 from ..config import TrainConfig
 from ..models import build_model
-from ..train import prepare_inputs
+from ..data import load_dataset, prepare_inputs
 
 SUBSPACE_METHODS = ("gaussian", "mc_dropout", "diagonal", "low_rank")
 
@@ -149,7 +149,6 @@ def final_weights(record) -> torch.Tensor:
 
 def test_inputs(record) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y): the record's test inputs, as the model sees them, and labels (N,)."""
-    from ..data import load_dataset
 
     cfg = TrainConfig.from_dict(record.config)
     ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)

@@ -12,7 +12,7 @@ the ensemble over the epochs of training, for β = 0 against β = 1, from the pe
 outputs a record keeps with ``TrainConfig.track_outputs``.
 
 The formulas live in `fairens_core.metrics.diversity`; this module trains through
-`records.run` (cached) and arranges the numbers into tidy data frames, in float64.
+`runner.run` (cached) and arranges the numbers into tidy data frames, in float64.
 
 Shapes: M members, N examples, E evaluations (epochs), C outputs (regression: C = 1).
 """
@@ -27,7 +27,7 @@ import torch
 
 from ..config import TrainConfig
 from ..metrics import diversity as D
-from ..records import run
+from ..runner import run
 from .joint import seeds  # noqa: F401  (the chapters call rc.seeds)
 
 DROPOUT_PS = (0.2, 0.4, 0.6)  # fractions of members dropped at test time (Fig. 4, App. B)

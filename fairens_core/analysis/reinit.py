@@ -25,7 +25,9 @@ import torch
 
 from .. import metrics as M
 from ..config import TrainConfig
+from ..data import load_dataset, prepare_inputs
 from ..ensemble import reinit_names
+from ..models import build_model
 from .coupling import condition_config
 
 SIDES = ("input", "output")
@@ -35,7 +37,6 @@ SIDE_LABELS = {"input": "low (from the input)", "output": "high (from the output
 # ---------------------------------------------------------------------------- what is re-initialised
 def parameter_counts(cfg: TrainConfig, input_shape, num_classes: int) -> list[tuple[str, int]]:
     """(name, size) of every parameter tensor of `cfg`'s model, in registration (data-flow) order."""
-    from ..models import build_model
 
     model = build_model(cfg.model, tuple(input_shape), num_classes, width=cfg.width, dropout=cfg.dropout)
     return [(name, p.numel()) for name, p in model.named_parameters()]
@@ -139,8 +140,6 @@ class TestSet:
     """The test (and a few training) inputs of a record's dataset, prepared as in training."""
 
     def __init__(self, record, device: str = "cpu", bn_batches: int = 20, batch_size: int = 500):
-        from ..data import load_dataset
-        from ..train import prepare_inputs
 
         cfg = TrainConfig.from_dict(record.config)
         ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)

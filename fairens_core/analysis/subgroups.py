@@ -18,7 +18,7 @@ import torch
 
 from .. import metrics as M
 from ..randomness import parse_vary
-from ..records import run
+from ..runner import run
 from .fairness import subgroup_table
 
 # Paper 000 §4.2 names of the ablations: which sources of randomness differ between members.

@@ -10,6 +10,8 @@ from typing import Sequence, Union
 
 from torch import nn
 
+from ..models import model_flops
+
 
 def ensemble_flops(members: Sequence[Union[int, nn.Module]], input_shape: Sequence[int] | None = None) -> int:
     """Forward FLOPs of an ensemble for one example: the sum over its members (paper 004 §4).
@@ -28,9 +30,6 @@ def ensemble_flops(members: Sequence[Union[int, nn.Module]], input_shape: Sequen
         if isinstance(member, nn.Module):
             if input_shape is None:
                 raise ValueError("input_shape is required to count the FLOPs of a model")
-            # imported here so that the metrics package does not depend on the model zoo
-            from fairens_core.models import model_flops
-
             total += int(model_flops(member, tuple(input_shape)))
         else:
             total += int(member)
