@@ -13,6 +13,8 @@ a placeholder record instead of training.
 
 from __future__ import annotations
 
+import shutil
+
 from .config import TrainConfig
 from .distributed import train_groups_on_ray
 from .plan import Planner
@@ -47,7 +49,6 @@ def run(config: TrainConfig, quiet: bool = False) -> RunRecord:
     work = directory / f"{config.key()}.partial"
     train_groups = train_groups_on_ray if config.executor == "ray" else train_groups_here
     record = train_ensemble(config, workdir=work, train_groups=train_groups)
-    record.save(directory)
-    if work.is_dir() and not any(work.iterdir()):  # its checkpoints are gone with the finished run
-        work.rmdir()
+    record.save(directory)  # atomic; only then are the checkpoints it was made from removed
+    shutil.rmtree(work, ignore_errors=True)
     return record

@@ -1,20 +1,22 @@
 """Train an ensemble: `train_ensemble(config) -> RunRecord`.
 
-Members are trained in groups. A group is a `StackedEnsemble` whose members run in one
-vmapped computation (execution='vectorized': one group of all members, or chunks of
-`max_group`; execution='loop': groups of one, the reference path). Every random number a
-member sees is a function of (seed, source, member, step) only (see `randomness`), so the
-grouping never changes the result beyond float rounding.
+Members are trained in groups. A group is one module holding M members: a
+`packed.PackedEnsemble` (execution='packed': grouped layers, the fast path) or a
+`ensemble.StackedEnsemble` (execution='vectorized': stacked parameters under torch.vmap, the
+reference), of all members or chunks of `max_group`; execution='loop' trains groups of one.
+Every random number a member sees is a function of (seed, source, member, step) only (see
+`randomness`), so neither the mode nor the grouping changes the result beyond float rounding.
 
 Coupled runs (paper 002) first train one parent for `spawn_step` steps with shared
 randomness, then copy its state (weights, BatchNorm statistics, optimizer state) into every
 child, which continues with its own batch order and augmentation.
 
 The whole dataset lives on the training device; batches are gathered by index and augmented
-there. A checkpoint is written at the end of every epoch, so a killed run resumes at its last
-completed epoch and finishes with the same record as an uninterrupted one.
+there with parameters drawn once per epoch (`EpochDraws`), so no step waits for the host.
+A checkpoint is written at the first epoch end after every CHECKPOINT_EVERY_S seconds (and at
+the end), so a killed run resumes at a saved epoch and finishes with the same record as an
+uninterrupted one.
 """
-
 from __future__ import annotations
 
 import copy
@@ -421,7 +423,7 @@ def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None, train_gr
 
     With `workdir`, each group checkpoints there (at epoch ends, every CHECKPOINT_EVERY_S
     seconds) and a rerun resumes from it; finished groups are kept, so an interrupted run loses
-    nothing already finished. `train_groups` runs the groups of members: here
+    nothing already finished. The caller removes `workdir` once the record is safely saved. `train_groups` runs the groups of members: here
     (`train_groups_here`) or elsewhere (`distributed.train_groups_on_ray`).
     """
     cfg = cfg.validate()
@@ -464,11 +466,7 @@ def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None, train_gr
             Checkpoint(done_path(workdir, members)).save(part)
         parts[members[0]] = part
     bar.close()
-    record = assemble(cfg, ds, [parts[k] for k in sorted(parts)], device, time.perf_counter() - started)
-    if workdir is not None:
-        for f in workdir.glob("*.pt"):
-            f.unlink()
-    return record
+    return assemble(cfg, ds, [parts[k] for k in sorted(parts)], device, time.perf_counter() - started)
 
 
 def assemble(cfg, ds, parts, device, wall_time) -> RunRecord:
