@@ -2,29 +2,37 @@
 
 Command line (``python -m fairens_core book ...`` or ``python -m fairens_core.book ...``)::
 
-    book [--chapters NAME ...] [-p NAME VALUE ...] [--full] [--no-build] [--book-root PATH]
+    book [--chapters NAME ...] [-p NAME VALUE ...] [--update-notebooks | --full] [--no-build]
+         [--book-root PATH]
 
-Every notebook listed in ``_toc.yml`` (or the chosen subset, matched by file
-stem such as ``bottom_k`` or by path such as ``book/part1_fair_ensemble/bottom_k``)
-is executed with papermill **in place**: the committed notebooks are the
-executed ones. ``-p`` values are parsed as Python literals where possible
-(``-p members 10`` is an int, ``-p data_root /data`` a string) and injected
-after the ``parameters`` cell; running without ``-p`` removes an earlier
-injected cell, so the chapter goes back to its defaults. A notebook is only
-overwritten when it ran through; a failing chapter is named with the last
-lines of its error, its partial output goes to ``_build/failed/``, the other
-chapters still run and the command exits non-zero. Then the HTML is built
-with ``jupyter-book build`` (which does not execute anything itself:
-``execute_notebooks: off`` in ``_config.yml``).
+The book's sources (``_config.yml``, ``_toc.yml``, the bibliography and the folders of the
+pages the toc lists) are copied into ``_build/executed/``, and every notebook listed in
+``_toc.yml`` (or the chosen subset, matched by file stem such as ``bottom_k`` or by path
+such as ``book/part1_fair_ensemble/bottom_k``) is executed there with papermill. The HTML
+book is built from that copy into ``_build/html``, and the committed notebooks stay as they
+are: a build never replaces their results, even where a chapter fails on this machine. A
+copy is only refreshed from its source when the source is newer, so a chapter executed
+there stays in later builds until its source changes.
+
+``-p`` values are parsed as Python literals where possible (``-p members 10`` is an int,
+``-p data_root /data`` a string) and injected after the ``parameters`` cell; running without
+``-p`` removes an earlier injected cell, so the chapter goes back to its defaults. A notebook
+is only written when it ran through; a failing chapter is named with the last lines of its
+error, its partial output goes to ``_build/failed/``, the other chapters still run and the
+command exits non-zero. ``jupyter-book build`` does not execute anything itself
+(``execute_notebooks: off`` in ``_config.yml``).
+
+Two maintainer actions write into the repository instead:
+
+``--update-notebooks`` executes the chosen chapters in place, so that the committed
+notebooks are the executed ones (commit them afterwards).
 
 ``--full`` executes the chosen chapters with ``profile="full"`` into
-``book/full/<part>/<chapter>.ipynb`` instead (the book's "At full scale" part),
-reading run records from ``records/full`` (``$FAIRENS_RECORDS``), which
-``python -m fairens_core pack`` writes; a run missing there is trained.
+``book/full/<part>/<chapter>.ipynb`` (the book's "At full scale" part), reading run records
+from ``records/full`` (``$FAIRENS_RECORDS``), which ``python -m fairens_core pack`` writes;
+a run missing there is trained.
 
-This module is also the book's Sphinx extension (``extra_extensions`` in
-``_config.yml``): it ships the offline vega bundle and, when the
-``sphinx-mathjax-offline`` package is installed, an offline MathJax.
+The book's Sphinx extension is :mod:`fairens_core.sphinx_ext`.
 """
 
 from __future__ import annotations
@@ -47,6 +55,10 @@ INJECTED_TAG = "injected-parameters"
 PRELUDE_TAG = "fairens-prelude"
 FULL_DIR = Path("book") / "full"  # full-profile copies of chapters, relative to the book root
 FULL_RECORDS = Path("records") / "full"  # their run records, shipped with the book
+EXECUTED_DIR = Path("_build") / "executed"  # the copy of the book that is executed and built
+FAILED_DIR = Path("_build") / "failed"  # partial runs of failed chapters
+CONFIG_FILES = ("_config.yml", "_toc.yml")
+SKIPPED_NAMES = frozenset({"_build", ".ipynb_checkpoints", "__pycache__"})  # never copied into the build
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -220,6 +232,41 @@ def _strip_run_metadata(nb) -> None:
 # -------------------------------------------------------------- the command
 
 
+def book_sources(root) -> list[Path]:
+    """The top-level files and folders of ``root`` that the book is built from.
+
+    ``_config.yml``, ``_toc.yml``, the bibliography files and static files named in
+    ``_config.yml``, and the top-level file or folder of every page listed in the toc.
+    """
+    import yaml
+
+    root = Path(root)
+    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8")) or {}
+    html = config.get("html") or {}
+    named = [*CONFIG_FILES, *(config.get("bibtex_bibfiles") or []), html.get("favicon"), config.get("logo")]
+    named += [p.relative_to(root).as_posix() for p in toc_files(root)]
+    tops = dict.fromkeys(Path(n).parts[0] for n in named if n)
+    return [root / top for top in tops if (root / top).exists() and top not in SKIPPED_NAMES]
+
+
+def stage_book(root, staging) -> None:
+    """Copy the book's sources into ``staging``; a staged file newer than its source is kept.
+
+    Files keep their modification time, so a staged notebook that was executed after its
+    source last changed stays, and one whose source changed since is replaced.
+    """
+    root, staging = Path(root), Path(staging)
+    for source in book_sources(root):
+        files = [source] if source.is_file() else sorted(
+            f for f in source.rglob("*")
+            if f.is_file() and not SKIPPED_NAMES.intersection(f.relative_to(root).parts))
+        for file in files:
+            target = staging / file.relative_to(root)
+            if not target.exists() or file.stat().st_mtime_ns > target.stat().st_mtime_ns:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, target)
+
+
 def build(root: Path, extra_args: Sequence[str] = ()) -> int:
     """``jupyter-book build <root>``; returns its exit code."""
     cmd = [sys.executable, "-c",
@@ -231,14 +278,21 @@ def build(root: Path, extra_args: Sequence[str] = ()) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fairens_core book",
-        description="Execute the book's chapters in place with papermill, then build the HTML book.")
+        description=("Execute the book's chapters with papermill in a copy of the book (_build/executed), "
+                     "then build the HTML book from it into _build/html. The committed notebooks are not "
+                     "changed, except by the maintainer actions --update-notebooks and --full."))
     p.add_argument("--chapters", nargs="+", metavar="NAME",
                    help="only these chapters (file stem or path); default: all in _toc.yml")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                    metavar=("NAME", "VALUE"),
                    help="override a parameter of every chosen chapter (value parsed as a Python literal)")
-    p.add_argument("--full", action="store_true",
-                   help="execute with profile='full' into book/full/... (records from records/full)")
+    writes = p.add_mutually_exclusive_group()
+    writes.add_argument("--update-notebooks", action="store_true",
+                        help="maintainer action: execute the chapters in place, rewriting the committed "
+                             "notebooks (commit them afterwards)")
+    writes.add_argument("--full", action="store_true",
+                        help="maintainer action: execute with profile='full' into book/full/... in the "
+                             "repository (run records from records/full), then build")
     p.add_argument("--no-build", action="store_true", help="execute only; skip jupyter-book build")
     p.add_argument("--book-root", type=Path, default=None,
                    help="folder with _config.yml and _toc.yml (default: nearest at or above cwd)")
@@ -256,7 +310,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.full:
         params = {"profile": "full", **params}
         os.environ.setdefault("FAIRENS_RECORDS", str(root / FULL_RECORDS))
-
+    staging = root / EXECUTED_DIR
+    stage_book(root, staging)
 
     for path in missing(root):
         print(f"warning: _toc.yml names a missing file: {path.relative_to(root).as_posix()}", flush=True)
@@ -267,24 +322,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         name = path.relative_to(root).with_suffix("").as_posix()
         print(f"[{i}/{len(todo)}] {name} ...", end=" ", flush=True)
         t0 = time.monotonic()
-        if not path.exists():
+        # What the run writes: the staged copy, or (maintainer actions) the repository's files.
+        if args.full:
+            source, output = path, full_copy(root, path)
+            output.parent.mkdir(parents=True, exist_ok=True)
+        elif args.update_notebooks:
+            source, output = path, path
+        else:
+            source = output = staging / path.relative_to(root)
+        if not source.exists():
             error = f"file not found: {path}"
         else:
-            output = full_copy(root, path) if args.full else None
-            if output is not None:
-                output.parent.mkdir(parents=True, exist_ok=True)
-            error = run_chapter(path, params, kernel=args.kernel,
-                                failed_dir=root / "_build" / "failed", output=output)
+            error = run_chapter(source, params, kernel=args.kernel, failed_dir=root / FAILED_DIR, output=output)
         elapsed = time.monotonic() - t0
-        if error is None and output is not None:
+        if error is None and args.full:
             mark_full_copy(root, path, output)
         if error is None:
-            rows = read_claims(output or path)
+            rows = read_claims(output)
             verdict = f"claims {sum(r['holds'] for r in rows)}/{len(rows)} hold" if rows else "no claims table"
             print(f"ok ({elapsed:.1f}s, {verdict})", flush=True)
         else:
             failed.append(name)
-            partial = root / "_build" / "failed" / path.name
+            partial = root / FAILED_DIR / path.name
             where = f"; partial run in {partial.relative_to(root).as_posix()}" if partial.exists() else ""
             print(f"FAILED ({elapsed:.1f}s{where})", flush=True)
             print("    " + error.replace("\n", "\n    "), flush=True)
@@ -296,57 +355,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     status = 1 if failed else 0
     if not args.no_build:
-        print(f"building the book: jupyter-book build {root}", flush=True)
-        if build(root) != 0:
+        stage_book(root, staging)  # notebooks the maintainer actions just wrote
+        print(f"building the book: jupyter-book build {staging} --path-output {root}", flush=True)
+        if build(staging, ["--path-output", str(root)]) != 0:
             print("jupyter-book build FAILED", flush=True)
             status = 1
         else:
             print(f"book written to {root / '_build' / 'html' / 'index.html'}", flush=True)
     return status
-
-
-# ------------------------------------------------------- Sphinx extension
-
-
-def _ship_static(app, exc) -> None:
-    if exc is None and app.builder.format == "html":
-        from .charts import write_js_bundle
-
-        write_js_bundle(Path(app.outdir) / "_static")
-
-
-def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
-    # Sphinx 7.4 registers an inline script added after the builder started
-    # twice (once with filename None, once with ""); sphinx-thebe's inline
-    # `const THEBE_JS_URL = ...` then throws "already declared" on every page.
-    seen, unique = set(), []
-    for js in context.get("script_files", []):
-        key = (getattr(js, "filename", js) or "", tuple(sorted(getattr(js, "attributes", {}).items())))
-        if key not in seen:
-            seen.add(key)
-            unique.append(js)
-    if "script_files" in context:
-        context["script_files"][:] = unique
-
-
-def setup(app):
-    """Sphinx hook: serve vega/vega-lite/vega-embed (and MathJax) from ``_static``."""
-    import importlib.util
-
-    from sphinx.util import logging
-
-    from .charts import JS_FILE
-
-    # Deferred: charts wait for DOMContentLoaded, which runs after deferred scripts.
-    app.add_js_file(JS_FILE, loading_method="defer")
-    app.connect("build-finished", _ship_static)
-    app.connect("html-page-context", _dedupe_scripts)
-    if importlib.util.find_spec("sphinx-mathjax-offline") is not None:
-        app.setup_extension("sphinx-mathjax-offline")
-    else:
-        logging.getLogger(__name__).warning(
-            "sphinx-mathjax-offline is not installed: pages with math load MathJax from a CDN")
-    return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ carries two representations:
 * ``text/html``: ``<div id=...></div><script>vegaEmbed(...)</script>`` that
   loads nothing from the network. The book serves vega, vega-lite and
   vega-embed once per page from ``_static/`` (see :func:`write_js_bundle`,
-  called by the Sphinx extension in :mod:`fairens_core.book`).
+  called by the Sphinx extension in :mod:`fairens_core.sphinx_ext`).
 
 Div ids are a per-notebook counter plus a hash of the spec, so re-executing a
 notebook gives byte-identical outputs.

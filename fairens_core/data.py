@@ -7,9 +7,10 @@ names and, for fairness experiments, protected group attributes. Images stay uin
 
 ``load_dataset(name, root, **options)`` dispatches through :data:`DATASETS`. Files are looked up
 under :func:`data_root`; generated data (mnist1d) and decoded images (JPEG folders and zips)
-are cached under :func:`cache_dir`. Nothing is downloaded unless a loader is asked to with
-``download=True``, and a missing dataset raises :class:`DatasetNotFoundError` naming the files it
-expected: it never falls back to other data.
+are cached under :func:`cache_dir`. Adult and Abalone also ship with the package (``datasets/``,
+UCI, CC BY 4.0): a loader reads them when the data root has no copy. Nothing is downloaded unless
+a loader is asked to with ``download=True``, and a missing dataset raises
+:class:`DatasetNotFoundError` naming the files it expected: it never falls back to other data.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import csv
 import hashlib
 import inspect
 import io
+import lzma
 import multiprocessing
 import os
 import pickle
@@ -43,6 +45,9 @@ SVHN_STD = (0.1980, 0.2010, 0.1970)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp")
 
 TASKS = ("classification", "regression")
+
+# Adult and Abalone, xz-compressed, shipped as package data (licence and citation in its README.md).
+EMBEDDED_DIR = Path(__file__).resolve().parent / "datasets"
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -180,6 +185,23 @@ def _find(dataset: str, candidates: list[Path], how: str) -> Path:
             return path
     expected = " or ".join(str(p) for p in candidates)
     raise DatasetNotFoundError(f"{dataset}: expected {expected}. {how}")
+
+
+def _find_or_embedded(dataset: str, candidates: list[Path], embedded: str, how: str) -> Path:
+    """The first existing path among ``candidates``, else the package's copy ``EMBEDDED_DIR / embedded``."""
+    for path in candidates:
+        if path.exists():
+            return path
+    if (EMBEDDED_DIR / embedded).exists():
+        return EMBEDDED_DIR / embedded
+    return _find(dataset, candidates, how)
+
+
+def _open_text(path: Path):
+    """A text file for reading, decompressed on the fly when it ends in ``.xz``."""
+    if path.suffix == ".xz":
+        return lzma.open(path, "rt", newline="")
+    return open(path, newline="")
 
 
 def _check_choice(param: str, value, allowed) -> None:
@@ -464,10 +486,21 @@ def load_mnist1d(root: Path, *, n_samples: int = 10_000, seed: int = 42, test_fr
 
     key = f"n={n_samples}|seed={seed}|test_fraction={test_fraction!r}|mnist1d={version('mnist1d')}"
     path = _cache_file("mnist1d", key, ".npz")
+    arrays = None
     if path.exists():
-        with np.load(path) as cached:
-            arrays = {k: cached[k] for k in cached.files}
-    else:
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                arrays = {k: cached[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+            # truncated, garbage or foreign: set it aside and generate the data again
+            aside = path.with_name(f"{path.name}.corrupt-{os.getpid()}")
+            try:
+                os.replace(path, aside)
+            except FileNotFoundError:  # another process set it aside first
+                pass
+            warnings.warn(f"unreadable cache file {path} ({type(error).__name__}: {error}); "
+                          f"moved aside to {aside}; regenerating it")
+    if arrays is None:
         arrays = _generate_mnist1d(n_samples, seed, test_fraction)
         _atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
     return Dataset(
@@ -1011,7 +1044,7 @@ def _read_adult(path: Path):
     """One Adult file as a DataFrame; the test file's junk first line and trailing dots are handled."""
     import pandas as pd
 
-    with open(path) as f:
+    with _open_text(path) as f:
         junk = f.readline().startswith("|")  # adult.test starts with "|1x3 Cross validator"
     frame = pd.read_csv(
         path, header=None, names=ADULT_COLUMNS, skiprows=int(junk), sep=",", skipinitialspace=True, na_values="?",
@@ -1026,7 +1059,8 @@ def _read_adult(path: Path):
 def load_adult(root: Path) -> Dataset:
     """UCI Adult (census income): predict income >50K (class 1) from 14 attributes.
 
-    Reads ``adult.data`` and ``adult.test`` from ``root/adult`` or ``root``. Rows with a
+    Reads ``adult.data`` and ``adult.test`` from ``root/adult`` or ``root``, else the copies
+    embedded in the package (the same bytes, compressed). Rows with a
     missing value (``?``) are dropped, leaving 30,162 train / 15,060 test rows. Numeric columns
     are standardised with train statistics, categorical ones one-hot over the train categories
     (a test-only category is all zeros); ``race`` and ``sex`` stay among the features and are
@@ -1035,7 +1069,7 @@ def load_adult(root: Path) -> Dataset:
     how = "Download adult.data and adult.test from https://archive.ics.uci.edu/dataset/2/adult."
     frames = {}
     for split, file in (("train", "adult.data"), ("test", "adult.test")):
-        path = _find("adult", [root / "adult" / file, root / file], how)
+        path = _find_or_embedded("adult", [root / "adult" / file, root / file], f"{file}.xz", how)
         frames[split] = _read_adult(path).dropna().reset_index(drop=True)
     dataset = _tabular_dataset(
         "adult", frames["train"], frames["test"], "income", "classification", classes=["<=50K", ">50K"]
@@ -1051,7 +1085,7 @@ def load_adult(root: Path) -> Dataset:
 
 def _sniff_separator(path: Path) -> str:
     """The field separator of a text table: one of , ; tab |, else runs of whitespace."""
-    with open(path, newline="") as f:
+    with _open_text(path) as f:
         sample = f.read(65536)
     try:
         return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
@@ -1092,6 +1126,11 @@ def _is_header_cell(column) -> bool:
     return len(rest) > 0 and pd.to_numeric(rest, errors="coerce").notna().all() and first.isna().all()
 
 
+# A text column with more distinct values than this is an identifier or a misread number more
+# often than a category: one-hot encoding it silently would add that many features.
+AUTO_CATEGORY_LIMIT = 50
+
+
 def load_csv(
     root: Path,
     *,
@@ -1102,14 +1141,26 @@ def load_csv(
     seed: int = 0,
     sep: str | None = None,
     header="infer",
+    drop=(),
+    categorical=(),
+    log=(),
 ) -> Dataset:
     """A UCI-style text table: numeric columns standardised, the others one-hot (train statistics).
 
-    ``path`` may be relative to ``root``. ``target`` is a column name or a 0-based column
-    index. ``sep=None`` sniffs the separator; ``header`` is "infer", None (no header row) or
-    the header's row number. Rows with a missing value (``?`` or empty) are dropped. The split
-    is shuffled with ``seed`` (stratified by class for classification). Regression targets are
-    float32, standardised with the train mean / std (kept as ``target_mean`` / ``target_std``).
+    ``path`` may be relative to ``root`` and may end in ``.xz``. ``target`` is a column name or
+    a 0-based column index, and so is each entry of ``drop`` (columns left out, e.g. an
+    identifier or a column that leaks the target), ``categorical`` (columns one-hot encoded
+    even when they hold numbers, e.g. codes) and ``log`` (skewed numeric columns replaced by
+    ``log1p`` before standardisation); a single column may be given without a list. Text
+    columns are one-hot encoded anyway, unless one has more than ``AUTO_CATEGORY_LIMIT``
+    distinct values: then it must be dropped or listed in ``categorical``.
+
+    ``sep=None`` sniffs the separator; ``header`` is "infer", None (no header row; columns are
+    named "0", "1", ...) or the header's row number. Unknown columns are a ValueError naming the
+    option and listing the table's columns. Rows with a missing value (``?`` or empty) in a
+    kept column are dropped. The split is shuffled with ``seed`` (stratified by class for
+    classification). Regression targets are float32, standardised with the train mean / std
+    (kept as ``target_mean`` / ``target_std``). The dataset is named ``csv:<file name>``.
     """
     if path is None:
         raise ValueError("path=None: the csv dataset needs path=<file>")
@@ -1120,23 +1171,72 @@ def load_csv(
     _check_int("seed", seed, minimum=0)
     if header != "infer" and header is not None and not isinstance(header, int):
         raise ValueError(f"header={header!r}: allowed values are 'infer', None or a row number")
+    columns = {"drop": _column_list("drop", drop), "categorical": _column_list("categorical", categorical),
+               "log": _column_list("log", log)}
     path = Path(path).expanduser()
     path = _find("csv", [path if path.is_absolute() else root / path], "Check the path option.")
     frame = _read_table(path, sep, header)
-    return _table_dataset(path.stem, frame, target, task, test_fraction, seed)
+    return _table_dataset(f"csv:{path.name}", frame, target, task, test_fraction, seed, **columns)
 
 
-def _table_dataset(name: str, frame, target, task: str, test_fraction: float, seed: int) -> Dataset:
-    """Split a DataFrame and encode it; ``target`` is a column name or a 0-based index."""
+def _column_list(option: str, value) -> list[str | int]:
+    """``value`` (one column or a list of them, by name or 0-based index) as a list."""
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, (str, int)) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError(f"{option}={value!r}: allowed values are column names or 0-based indices, or a list of them")
+    return list(value)
+
+
+def _column_names(option: str, value: list[str | int], columns: list[str]) -> list[str]:
+    """The columns named or indexed by ``value``; an unknown one is a ValueError listing ``columns``."""
+    names = []
+    for column in value:
+        if isinstance(column, int) and -len(columns) <= column < len(columns):
+            names.append(columns[column])
+        elif isinstance(column, str) and column in columns:
+            names.append(column)
+        else:
+            raise ValueError(f"{option}: no column {column!r} in the table; its columns are {columns}")
+    return names
+
+
+def _table_dataset(name: str, frame, target, task: str, test_fraction: float, seed: int,
+                   drop=(), categorical=(), log=()) -> Dataset:
+    """Split a DataFrame and encode it; ``target`` and the columns of ``drop``, ``categorical`` and
+    ``log`` (see :func:`load_csv`) are column names or 0-based indices."""
+    import pandas as pd
+
+    is_numeric = pd.api.types.is_numeric_dtype
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
-    if isinstance(target, int):
-        if not -len(columns) <= target < len(columns):
-            raise ValueError(f"target={target}: allowed column indices are 0..{len(columns) - 1}")
-        target = columns[target]
-    _check_choice("target", target, columns)
-    frame = frame.dropna().reset_index(drop=True)
-    if task == "regression" and not np.issubdtype(frame[target].dtype, np.number):
+    target = _column_names("target", [target], columns)[0]
+    chosen = {option: _column_names(option, value, columns)
+              for option, value in (("drop", drop), ("categorical", categorical), ("log", log))}
+    for option, names in chosen.items():
+        if target in names:
+            raise ValueError(f"{option}: {target!r} is the target column")
+    for first, second in (("drop", "categorical"), ("drop", "log"), ("categorical", "log")):
+        both = sorted(set(chosen[first]) & set(chosen[second]))
+        if both:
+            raise ValueError(f"{first} and {second} both name {both}")
+    frame = frame.drop(columns=chosen["drop"]).dropna().reset_index(drop=True)
+    for column in chosen["log"]:
+        if not is_numeric(frame[column]) or (frame[column] <= -1).any():
+            raise ValueError(f"log: column {column!r} must hold numbers > -1 for log1p")
+        frame[column] = np.log1p(frame[column].astype(np.float64))
+    for column in chosen["categorical"]:
+        frame[column] = frame[column].astype(str)
+    for column in frame.columns.drop(target):
+        distinct = frame[column].nunique()
+        if not is_numeric(frame[column]) and column not in chosen["categorical"] and distinct > AUTO_CATEGORY_LIMIT:
+            raise ValueError(
+                f"column {column!r} holds text with {distinct} distinct values: drop it (drop=[{column!r}]) "
+                f"or one-hot encode it on purpose (categorical=[{column!r}])"
+            )
+    if task == "regression" and not is_numeric(frame[target]):
         raise ValueError(f"target={target!r} is not numeric; use task='classification'")
     stratify = frame[target].astype(str).to_numpy() if task == "classification" else None
     train, test = _split_indices(len(frame), test_fraction, seed, stratify)
@@ -1152,13 +1252,15 @@ ABALONE_COLUMNS = [
 def load_abalone(root: Path, *, seed: int = 0) -> Dataset:
     """UCI Abalone: regress the number of ``Rings`` (age) from sex and 7 measurements.
 
-    Reads ``root/uci/abalone.data`` or ``root/abalone.data``, with or without a header row.
+    Reads ``root/uci/abalone.data`` or ``root/abalone.data``, else the copy embedded in the
+    package (the same bytes, compressed), with or without a header row.
     ``Sex`` (M / F / I) is one-hot, the measurements standardised; the split is 80/20 shuffled
     with ``seed``; y is float32 Rings standardised with the train mean / std.
     """
     _check_int("seed", seed, minimum=0)
     how = "Download abalone.data from https://archive.ics.uci.edu/dataset/1/abalone."
-    path = _find("abalone", [root / "uci" / "abalone.data", root / "abalone.data"], how)
+    candidates = [root / "uci" / "abalone.data", root / "abalone.data"]
+    path = _find_or_embedded("abalone", candidates, "abalone.data.xz", how)
     frame = _read_table(path, sep=",", header="infer")
     if frame.shape[1] != len(ABALONE_COLUMNS):
         raise ValueError(f"{path}: expected the {len(ABALONE_COLUMNS)} abalone columns, found {frame.shape[1]}")

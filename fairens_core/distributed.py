@@ -73,7 +73,7 @@ def train_group_task(cfg, members: list[int], parent: dict | None, workdir: str 
     ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
     _, phase = plan_phases(cfg, len(ds.y_train) // cfg.batch_size)
     start = unpack_parent(cfg, ds, parent, device) if parent is not None else None
-    return train_part(cfg, ds, DeviceData.from_dataset(ds, device), members, phase, device,
+    return train_part(cfg, ds, DeviceData.for_config(cfg, ds, device), members, phase, device,
                       Path(workdir) if workdir else None, tqdm(disable=True), start)
 
 

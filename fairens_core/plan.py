@@ -52,6 +52,25 @@ class Planner:
         return record
 
 
+class MissingRecordError(LookupError):
+    """A run that a page reads from shipped records is not among them."""
+
+    def __init__(self, config: TrainConfig):
+        super().__init__(f"no record {config.key()} ({config.model} x{config.members} on {config.dataset}) "
+                         "among the shipped records: it has not been trained at this scale yet")
+        self.config = config
+
+
+class RecordsOnly:
+    """Hands `runner.run` the cached and shipped records only: a miss raises
+    `MissingRecordError` instead of training (full-profile pages rendered on a CPU)."""
+
+    def note(self, config: TrainConfig, record: RunRecord | None = None) -> RunRecord:
+        if record is None:
+            raise MissingRecordError(config)
+        return record
+
+
 # ---------------------------------------------------------------------------- the plan file
 def read_plan(path: str | Path) -> list[dict]:
     """Entries of a plan file, in the order they were planned: {key, config, chapter, train_flops}."""

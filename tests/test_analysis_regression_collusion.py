@@ -130,7 +130,7 @@ def test_chapter_analysis_on_a_tiny_csv(tmp_path, monkeypatch):
                       width=0.25, members=3, epochs=1, batch_size=32, schedule="constant", warmup_epochs=0,
                       vary="init", device="cpu", progress=False, save_weights=False)
     sweep = rc.beta_sweep(cfg, [0, 1], [0], ps=(0.4,), repeats=5)
-    assert sweep.dataset.tolist() == ["tiny", "tiny"] and sweep.beta.tolist() == [0.0, 1.0]
+    assert sweep.dataset.tolist() == ["csv:tiny.csv", "csv:tiny.csv"] and sweep.beta.tolist() == [0.0, 1.0]
     assert np.isfinite(sweep[["ERR", "DIV", "debiased_share", "dropout_0.4"]].to_numpy()).all()
     assert (sweep.DIV >= 0).all() and sweep.ERR_bar.sub(sweep.ERR).sub(sweep.DIV).abs().max() < 1e-9
     summary = rc.summarize_sweep(sweep)

@@ -1,4 +1,4 @@
-"""The book runner on a tiny book: failures, overrides, subsets, build."""
+"""The book runner on a tiny book: failures, overrides, subsets, the build copy, build."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import sys
 
 import nbformat
 import pytest
+import yaml
 
-from fairens_core import book
+from fairens_core import book, sphinx_ext
 
 CONFIG = """title: tiny
 only_build_toc_files: true
@@ -40,6 +41,12 @@ def tiny(tmp_path, make_notebook):
     make_notebook(tmp_path / "book/part/good.ipynb", GOOD, parameters="x = 1")
     make_notebook(tmp_path / "book/part/bad.ipynb", BAD, parameters="x = 1")
     return tmp_path
+
+
+def sources(root):
+    """Every file of the book outside _build, with its bytes: what `git status` would compare."""
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file() and "_build" not in p.relative_to(root).parts}
 
 
 def stdout_of(nb_path):
@@ -78,7 +85,7 @@ def test_parse_value(text, value):
 
 @pytest.mark.slow
 def test_failing_chapter_is_reported_and_others_run(tiny, capsys):
-    bad_before = (tiny / "book/part/bad.ipynb").read_bytes()
+    before = sources(tiny)
     rc = book.main(["--book-root", str(tiny), "--no-build", "-p", "x", "41"])
     out = capsys.readouterr().out
     assert rc != 0
@@ -86,17 +93,19 @@ def test_failing_chapter_is_reported_and_others_run(tiny, capsys):
     assert "[2/2] book/part/bad ... FAILED" in out
     assert "boom from the bad chapter" in out
     assert "FAILED: book/part/bad" in out and "partial run in _build/failed/bad.ipynb" in out
-    # the good chapter was executed in place with the override...
-    assert "x is 41" in stdout_of(tiny / "book/part/good.ipynb")
-    # ...the bad one left as it was, its partial run kept for inspection
-    assert (tiny / "book/part/bad.ipynb").read_bytes() == bad_before
+    # the good chapter was executed in the build copy with the override...
+    executed = tiny / "_build/executed"
+    assert "x is 41" in stdout_of(executed / "book/part/good.ipynb")
+    # ...the bad one's copy left as it was, its partial run kept for inspection
+    assert (executed / "book/part/bad.ipynb").read_bytes() == before["book/part/bad.ipynb"]
     assert (tiny / "_build/failed/bad.ipynb").exists()
+    assert sources(tiny) == before  # the book's own notebooks are untouched
     assert not (tiny / "_build/html").exists()  # --no-build
 
 
 @pytest.mark.slow
 def test_rerun_without_overrides_restores_defaults(tiny, capsys):
-    good = tiny / "book/part/good.ipynb"
+    good = tiny / "_build/executed/book/part/good.ipynb"
     assert book.main(["--book-root", str(tiny), "--no-build", "--chapters", "good", "-p", "x", "7"]) == 0
     assert "x is 7" in stdout_of(good)
     assert book.main(["--book-root", str(tiny), "--no-build", "--chapters", "good"]) == 0
@@ -107,6 +116,37 @@ def test_rerun_without_overrides_restores_defaults(tiny, capsys):
     assert "input_path" not in nb.metadata.get("papermill", {})
     assert not any("papermill" in c.metadata or "execution" in c.metadata for c in nb.cells)
     assert "(bad" not in capsys.readouterr().out
+
+
+def test_build_copy_holds_the_book_sources_and_keeps_executed_notebooks(tiny):
+    (tiny / "references.bib").write_text("")
+    (tiny / "_config.yml").write_text(CONFIG + "bibtex_bibfiles:\n  - references.bib\n")
+    (tiny / "book/part/.ipynb_checkpoints").mkdir()
+    (tiny / "book/part/.ipynb_checkpoints/good-checkpoint.ipynb").write_text("{}")
+    (tiny / "notes.txt").write_text("not part of the book")
+    assert [p.name for p in book.book_sources(tiny)] == ["_config.yml", "_toc.yml", "references.bib",
+                                                         "intro.md", "book"]
+    staging = tiny / "_build/executed"
+    book.stage_book(tiny, staging)
+    staged = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    assert staged == ["_config.yml", "_toc.yml", "book/part/bad.ipynb", "book/part/good.ipynb", "intro.md",
+                      "references.bib"]
+    good, source = staging / "book/part/good.ipynb", tiny / "book/part/good.ipynb"
+    good.write_text("executed")  # written after its source: a later staging keeps it
+    os.utime(good, ns=(source.stat().st_mtime_ns + 10**9,) * 2)
+    book.stage_book(tiny, staging)
+    assert good.read_text() == "executed"
+    os.utime(source, ns=(good.stat().st_mtime_ns + 10**9,) * 2)  # the source changed since
+    book.stage_book(tiny, staging)
+    assert good.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.slow
+def test_update_notebooks_executes_in_place(tiny, capsys):
+    good = tiny / "book/part/good.ipynb"
+    assert book.main(["--book-root", str(tiny), "--no-build", "--update-notebooks", "--chapters", "good",
+                      "-p", "x", "5"]) == 0
+    assert "x is 5" in stdout_of(good)
 
 
 def test_full_executes_a_copy_with_the_full_profile(tiny, capsys, monkeypatch):
@@ -137,8 +177,11 @@ def test_full_executes_a_copy_with_the_full_profile(tiny, capsys, monkeypatch):
 @pytest.mark.slow
 def test_builds_html_after_running(tiny, capsys):
     (tiny / "_toc.yml").write_text(TOC.replace("      - file: book/part/bad\n", ""))
-    assert book.main(["--book-root", str(tiny)]) == 0
-    assert (tiny / "_build/html/book/part/good.html").exists()
+    before = sources(tiny)
+    assert book.main(["--book-root", str(tiny), "-p", "x", "3"]) == 0
+    page = tiny / "_build/html/book/part/good.html"
+    assert "x is 3" in page.read_text()  # built from the executed copy...
+    assert sources(tiny) == before  # ...and the book's notebooks are as they were
     assert "book written to" in capsys.readouterr().out
 
 
@@ -147,3 +190,18 @@ def test_module_entry_point():
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "--chapters" in res.stdout and "--no-build" in res.stdout
+    assert "--update-notebooks" in res.stdout and "maintainer action" in res.stdout
+
+
+def test_book_runner_does_not_import_altair():
+    # The runner executes chapters on machines without altair; only the Sphinx extension needs it.
+    code = ("import sys, fairens_core.book, fairens_core.__main__; "
+            "assert 'altair' not in sys.modules and 'fairens_core.charts' not in sys.modules")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_config_names_the_sphinx_extension(repo_root):
+    config = yaml.safe_load((repo_root / "_config.yml").read_text(encoding="utf-8"))
+    assert "fairens_core.sphinx_ext" in config["sphinx"]["extra_extensions"]
+    assert callable(sphinx_ext.setup)

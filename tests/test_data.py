@@ -1,11 +1,13 @@
 """Tests of fairens_core.data: every loader reads tiny files written in the real on-disk format.
 
 Real data is used only when $FAIRENS_DATA points at a folder holding it; those tests skip otherwise.
+Adult and Abalone are also embedded in the package; their tests always run.
 """
 
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import pickle
 import random
@@ -13,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -21,6 +24,8 @@ from fairens_core import data
 from fairens_core.data import DATASETS, Dataset, DatasetNotFoundError, cache_dir, data_root, load_dataset
 
 REAL_DATA = os.environ.get("FAIRENS_DATA")  # read before the fixture below hides it
+# The development machines' copy of the UCI files the package embeds (absent on a user's machine).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -120,7 +125,8 @@ def test_invalid_option_values_name_the_parameter(tmp_path, name, options, param
         ("csv", {"path": "table.csv", "target": 0}, "table.csv"),
     ],
 )
-def test_missing_files_raise_dataset_not_found_naming_the_path(tmp_path, name, options, expected):
+def test_missing_files_raise_dataset_not_found_naming_the_path(tmp_path, monkeypatch, name, options, expected):
+    monkeypatch.setattr(data, "EMBEDDED_DIR", tmp_path / "no-embedded-data")  # adult, abalone: not shipped
     with pytest.raises(DatasetNotFoundError) as error:
         load_dataset(name, tmp_path, **options)
     assert isinstance(error.value, FileNotFoundError)
@@ -628,8 +634,123 @@ def test_csv_regression_whitespace_no_header_target_by_index(tmp_path):
     assert_split_shapes(ds, 24, 6, (3,), torch.float32)
     restored = torch.cat([ds.y_train, ds.y_test]) * ds.target_std + ds.target_mean
     assert np.allclose(sorted(restored.tolist()), sorted(table[:, 3].round(3)), atol=1e-3)
-    with pytest.raises(ValueError, match="target='price'"):
+    with pytest.raises(ValueError, match=r"target: no column 'price' in the table; its columns are \['0', '1', '2', '3'\]"):
         load_dataset("csv", path=path, target="price")
+    assert ds.name == "csv:housing.data"
+
+
+def write_houses(path: Path, rows: int = 60) -> None:
+    """A table with an identifier, a leaking column, a numeric code, a skewed column and the target."""
+    rng = np.random.default_rng(1)
+    lines = ["id,zone,area,price_per_m2,colour,price"]
+    for i in range(rows):
+        area = float(np.exp(rng.normal(4, 1)))
+        price = area * 3 + rng.normal()
+        lines.append(f"house{i},{i % 3 + 1},{area:.3f},{price / area:.4f},{'red' if i % 2 else 'blue'},{price:.3f}")
+    lines[7] = "house6,2,?,3.0,red,10.0"
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_csv_drop_categorical_and_log_columns(tmp_path):
+    write_houses(tmp_path / "houses.csv")
+    options = {"path": "houses.csv", "target": "price", "drop": ["id", "price_per_m2"], "categorical": "zone",
+               "log": ["area"]}
+    ds = load_dataset("csv", tmp_path, **options)
+    assert ds.name == "csv:houses.csv"
+    assert ds.feature_names == ["zone=1", "zone=2", "zone=3", "area", "colour=blue", "colour=red"]
+    assert_split_shapes(ds, 47, 12, (6,), torch.float32)  # the row with a missing area is dropped
+    area = ds.feature_names.index("area")
+    assert ds.x_train[:, area].mean().abs() < 1e-5 and (ds.x_train[:, area].std(correction=0) - 1).abs() < 1e-4
+
+    # the log is taken before standardising with the train statistics
+    table = pd.read_csv(tmp_path / "houses.csv", na_values="?").dropna().reset_index(drop=True)
+    train_rows, test_rows = data._split_indices(len(table), 0.2, 0, None)
+    log_area = np.log1p(table["area"].to_numpy())
+    mean, std = log_area[train_rows].mean(), log_area[train_rows].std()
+    assert np.allclose(ds.x_test[:, area].numpy(), (log_area[test_rows] - mean) / std, atol=1e-5)
+
+    by_index = load_dataset("csv", tmp_path, **{**options, "target": -1, "drop": [0, 3], "categorical": [1], "log": 2})
+    assert torch.equal(by_index.x_train, ds.x_train) and torch.equal(by_index.y_test, ds.y_test)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"drop": ["ID"]}, r"drop: no column 'ID' in the table; its columns are \['id', 'zone', 'area'"),
+        ({"categorical": [9]}, r"categorical: no column 9 in the table; its columns are \['id'"),
+        ({"log": "size"}, r"log: no column 'size'"),
+        ({"drop": "price"}, r"drop: 'price' is the target column"),
+        ({"drop": ["id"], "categorical": ["zone"], "log": ["zone"]}, r"categorical and log both name \['zone'\]"),
+        ({"drop": ["id"], "log": ["colour"]}, r"log: column 'colour' must hold numbers > -1"),
+        ({"drop": [["id"]]}, r"drop=\[\['id'\]\]: allowed values are column names or 0-based indices"),
+        ({"categorical": True}, r"categorical=True: allowed values"),
+        ({}, r"column 'id' holds text with 59 distinct values: drop it \(drop=\['id'\]\)"),
+    ],
+)
+def test_csv_column_options_are_checked(tmp_path, options, message):
+    write_houses(tmp_path / "houses.csv")
+    with pytest.raises(ValueError, match=message):
+        load_dataset("csv", tmp_path, path="houses.csv", target="price", **options)
+
+
+def test_csv_reads_an_xz_compressed_table(tmp_path):
+    write_houses(tmp_path / "houses.csv")
+    with lzma.open(tmp_path / "houses.csv.xz", "wb") as f:
+        f.write((tmp_path / "houses.csv").read_bytes())
+    options = {"target": "price", "drop": ["id"]}
+    plain = load_dataset("csv", tmp_path, path="houses.csv", **options)
+    packed = load_dataset("csv", tmp_path, path="houses.csv.xz", **options)
+    assert torch.equal(plain.x_train, packed.x_train) and torch.equal(plain.y_test, packed.y_test)
+
+
+# --------------------------------------------------------------------------------------------
+# Embedded data: Adult and Abalone ship with the package
+
+
+def test_embedded_adult_standard_sizes(tmp_path):
+    ds = load_dataset("adult", tmp_path)  # an empty data root: the embedded copy
+    assert len(ds.y_train) == 30162 and len(ds.y_test) == 15060
+    assert ds.x_train.shape[1] == 104
+    assert abs(ds.y_train.float().mean().item() - 0.249) < 0.001  # 24.9% earn >50K
+    assert ds.group_names["sex"] == ["Female", "Male"] and len(ds.group_names["race"]) == 5
+
+
+def test_embedded_abalone(tmp_path):
+    ds = load_dataset("abalone", tmp_path)
+    assert len(ds.y_train) + len(ds.y_test) == 4177 and len(ds.y_test) == 836
+    assert ds.input_shape == (10,) and 9.5 < ds.target_mean < 10.5
+
+
+def test_embedded_data_is_package_data_with_its_licence(repo_root):
+    pyproject = (repo_root / "pyproject.toml").read_text()
+    assert '"datasets/*.xz"' in pyproject and '"datasets/LICENSE"' in pyproject
+    names = sorted(p.name for p in data.EMBEDDED_DIR.iterdir())
+    assert names == ["LICENSE", "README.md", "abalone.data.xz", "adult.data.xz", "adult.test.xz"]
+    assert "CC BY 4.0" in (data.EMBEDDED_DIR / "README.md").read_text()
+
+
+def test_data_root_copy_wins_over_the_embedded_one(tmp_path):
+    (tmp_path / "uci").mkdir()
+    (tmp_path / "uci" / "abalone.data").write_text(ABALONE_ROWS)
+    assert len(load_dataset("abalone", tmp_path).y_test) == 2
+
+
+@pytest.mark.parametrize("name, files", [
+    ("adult", ["adult/adult.data", "adult/adult.test"]),
+    ("abalone", ["uci/abalone.data"]),
+])
+def test_embedded_copy_equals_the_shared_files(tmp_path, name, files):
+    if not all((SHARED_DATA / f).exists() for f in files):
+        pytest.skip(f"{SHARED_DATA} does not hold {files}")
+    for file in files:
+        embedded = lzma.decompress((data.EMBEDDED_DIR / f"{Path(file).name}.xz").read_bytes())
+        assert embedded == (SHARED_DATA / file).read_bytes()
+    from_root, embedded = load_dataset(name, SHARED_DATA), load_dataset(name, tmp_path)
+    for split in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(from_root, split), getattr(embedded, split))
+    assert from_root.feature_names == embedded.feature_names and from_root.group_names == embedded.group_names
+    for attribute, codes in from_root.groups_test.items():
+        assert torch.equal(codes, embedded.groups_test[attribute])
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,6 +56,16 @@ def test_ece_bin_edges_belong_to_the_upper_bin():
     assert float(expected) == pytest.approx(0.375)
 
 
+def test_a_confidence_of_exactly_one_has_a_bin_of_its_own_as_in_torchmetrics():
+    # confidence 1 (wrong) and 0.95 (right), 10 bins: apart they contribute |0 - 1| / 2 and
+    # |1 - 0.95| / 2 = 0.525 in all; sharing the bin [0.9, 1] they would give |1 - 1.95| / 2 = 0.475
+    probs = torch.tensor([[1.0, 0.0], [0.95, 0.05]])
+    labels = torch.tensor([1, 0])
+    expected = multiclass_calibration_error(probs, labels, num_classes=2, n_bins=10, norm="l1")
+    assert float(expected) == pytest.approx(0.525)
+    assert expected_calibration_error(probs, labels, n_bins=10) == pytest.approx(0.525)
+
+
 def test_perfectly_confident_and_right_is_calibrated():
     probs = torch.eye(4, dtype=torch.float64)
     labels = torch.arange(4)

@@ -26,6 +26,7 @@ import torch
 from .. import metrics as M
 from ..config import TrainConfig
 from ..data import load_dataset, prepare_inputs
+from ..derived import derived_frame
 from ..ensemble import reinit_names
 from ..models import build_model
 from .coupling import condition_config
@@ -136,10 +137,13 @@ def reinit_configs(base: TrainConfig, t: int, plan: pd.DataFrame, reset: bool = 
 
 
 # ---------------------------------------------------------------------------- the error barrier
+BN_BATCHES, BN_BATCH_SIZE = 20, 500  # training inputs that re-estimate BatchNorm along a path
+
+
 class TestSet:
     """The test (and a few training) inputs of a record's dataset, prepared as in training."""
 
-    def __init__(self, record, device: str = "cpu", bn_batches: int = 20, batch_size: int = 500):
+    def __init__(self, record, device: str = "cpu", bn_batches: int = BN_BATCHES, batch_size: int = BN_BATCH_SIZE):
 
         cfg = TrainConfig.from_dict(record.config)
         ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
@@ -149,6 +153,7 @@ class TestSet:
         n = min(len(ds.y_train), bn_batches * batch_size)
         x_train = prepare_inputs(ds.x_train[:n], ds.mean, ds.std, self.device)
         self.bn_batches = list(x_train.split(batch_size))
+        self.bn_request = (bn_batches, batch_size)
         self.batch_size = batch_size
 
     @torch.no_grad()
@@ -175,9 +180,16 @@ def barrier_curves(record, test: TestSet | None = None, pairs: int = 2, alphas: 
     BatchNorm statistics, if the model has any, are re-estimated on training inputs at
     every α. Needs the record's final weights (`save_weights=True`).
 
-    Returns one row per (pair, alpha): pair ("i-j"), alpha, error (%).
+    Returns one row per (pair, alpha): pair ("i-j"), alpha, error (%). Cached as a derived
+    result of the record (`derived`), so a packed record without weights still has its curves.
     """
-    test = test or TestSet(record, device=device)
+    grid = alphas if isinstance(alphas, int) else [float(a) for a in alphas]
+    params = {"pairs": pairs, "alphas": grid, "bn": list(test.bn_request if test else (BN_BATCHES, BN_BATCH_SIZE))}
+    return derived_frame(record, "barrier_curves", 1, params,
+                         lambda: _barrier_curves(record, test or TestSet(record, device=device), pairs, alphas))
+
+
+def _barrier_curves(record, test: TestSet, pairs: int, alphas) -> pd.DataFrame:
     models = record.models()
     bn = test.bn_batches if M.has_batchnorm(models[0]) else None
     rows = []

@@ -60,22 +60,23 @@ def _binned_calibration_error(
 ) -> torch.Tensor:
     """Σ_b (n_b / N) |mean(hit in b) − mean(confidence in b)| over non-empty bins.
 
-    ``uniform``: n_bins equal-width bins [0, 1/n_bins), …, [1 − 1/n_bins, 1]
-    (left-closed, last bin closed, as torchmetrics for confidences < 1).
+    ``uniform``: n_bins equal-width bins [0, 1/n_bins), …, [1 − 1/n_bins, 1), and a
+    confidence of exactly 1 in a bin of its own (torchmetrics' convention, the one readers
+    compare with; float32 softmax rounds large margins to exactly 1).
     ``adaptive``: n_bins bins holding (almost) equally many examples, after
     sorting by confidence (Nixon et al. 2019).
     """
     hit = hit.to(confidence.dtype)
     if binning == "uniform":
-        inner_edges = torch.linspace(0, 1, n_bins + 1, dtype=confidence.dtype, device=confidence.device)[1:-1]
-        bin_index = torch.bucketize(confidence, inner_edges, right=True)  # edge values open the next bin
+        edges = torch.linspace(0, 1, n_bins + 1, dtype=confidence.dtype, device=confidence.device)[1:]
+        bin_index = torch.bucketize(confidence, edges, right=True)  # edge values open the next bin; 1 -> n_bins
     elif binning == "adaptive":
         order = torch.argsort(confidence, stable=True)
         bin_index = torch.empty_like(order)
         bin_index[order] = torch.arange(confidence.numel(), device=confidence.device) * n_bins // confidence.numel()
     else:
         raise ValueError(f"binning must be 'uniform' or 'adaptive', got {binning!r}")
-    count = torch.zeros(n_bins, dtype=confidence.dtype, device=confidence.device)
+    count = torch.zeros(n_bins + 1, dtype=confidence.dtype, device=confidence.device)
     count.index_add_(0, bin_index, torch.ones_like(confidence))
     conf_sum = torch.zeros_like(count).index_add_(0, bin_index, confidence)
     hit_sum = torch.zeros_like(count).index_add_(0, bin_index, hit)
@@ -89,8 +90,8 @@ def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, n_bins: int 
     ``ECE = Σ_b (n_b / N) |acc_b − conf_b|`` where conf is the max probability and
     acc whether its class is right.  Matches
     ``torchmetrics.functional.classification.multiclass_calibration_error``
-    (norm "l1") with the same ``n_bins`` (tested), except that torchmetrics
-    puts confidences exactly equal to 1 in an extra bin of their own.
+    (norm "l1") with the same ``n_bins`` (tested), including its extra bin for
+    confidences exactly equal to 1.
 
     Args:
         probs: (N, C) probabilities.
