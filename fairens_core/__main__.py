@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import json
 import sys
@@ -19,45 +18,87 @@ from pathlib import Path
 
 from .book import chapters, find_root, parse_value, run_chapter, select
 from .book import main as book_main
-from .config import NOT_IN_KEY, TrainConfig
+from .config import NOT_IN_KEY, SPECS, TrainConfig
+from .data import DatasetNotFoundError
 from .plan import describe, read_plan
 from .profiles import PROFILES
 from .records import find_record
 from .runner import run
+from .schema import Spec
+
+POSITIVE_SECONDS = Spec("float", low=0, low_open=True)
 
 
-def _literal(text: str):
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit code 2 (argparse's own
+    message starts with a usage block that, with one flag per config field, buries the error)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
+
+
+def flag_type(name: str, spec: Spec):
+    """An argparse `type` that parses and checks a flag's text with the parameter's spec."""
+    def parse(text: str):
+        try:
+            return spec.check(name, text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    parse.__name__ = name  # argparse names the type in some of its messages
+    return parse
+
+
+def read_config_file(parser: argparse.ArgumentParser, path: str) -> dict:
+    """The fields of a JSON config file; a file that cannot be read or parsed is a parser error."""
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+        with open(path) as file:
+            values = json.load(file)
+    except OSError as err:
+        parser.error(f"--config={path!r}: cannot read it ({err.strerror or err})")
+    except (ValueError, UnicodeDecodeError) as err:
+        parser.error(f"--config={path!r}: not a JSON file ({err})")
+    if not isinstance(values, dict):
+        parser.error(f"--config={path!r}: must hold a JSON object of TrainConfig fields, not {type(values).__name__}")
+    return values
+
+
+def read_plan_or_exit(parser: argparse.ArgumentParser, path) -> list[dict]:
+    """The entries of a plan file; a missing or unreadable one is a parser error."""
+    if not Path(path).is_file():
+        parser.error(f"--plan={str(path)!r}: no such file; write one with `python -m fairens_core plan`")
+    try:
+        return read_plan(path)
+    except (ValueError, OSError, UnicodeDecodeError) as err:
+        parser.error(f"--plan={str(path)!r}: not a plan file ({err})")
 
 
 def train_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fairens_core train",
-                                     description="Train an ensemble (or load it from the cache) and print its record path.")
+    parser = Parser(prog="python -m fairens_core train",
+                    description="Train an ensemble (or load it from the cache) and print its record path.")
     parser.add_argument("--config", help="JSON file with TrainConfig fields; flags override it")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--plan", help="train every run of this plan file (python -m fairens_core plan); "
                                        "flags may then only set execution fields such as --device")
     parser.add_argument("--summary", help="with --plan: write one JSON line per run here (wall time, accuracy)")
-    parser.add_argument("--budget-s", type=float, default=None,
+    parser.add_argument("--budget-s", type=flag_type("--budget-s", POSITIVE_SECONDS), default=None,
                         help="with --plan: skip a run unless it is predicted (from the FLOP/s of the runs "
                              "trained so far) to finish within this many seconds of the start")
     for f in dataclasses.fields(TrainConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_literal, default=None,
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=flag_type(f.name, SPECS[f.name]),
+                            default=None,
                             help=f"default: {f.default if f.default is not dataclasses.MISSING else '{}'}")
     args = parser.parse_args(argv)
     if args.plan:
         return train_plan(parser, args)
-    values = json.loads(open(args.config).read()) if args.config else {}
+    values = read_config_file(parser, args.config) if args.config else {}
     values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                    if getattr(args, f.name) is not None})
     try:
         config = TrainConfig.from_dict(values).validate()
-    except ValueError as err:
+        # errors that need the dataset (a missing file, batch_size above its size) come before training
+        record = run(config, quiet=args.quiet)
+    except (ValueError, DatasetNotFoundError) as err:
         parser.error(str(err))
-    record = run(config, quiet=args.quiet)
     acc = record.member_accuracy()
     print(f"members: {record.members}  member accuracy: {acc.mean():.4f} ± {acc.std():.4f}  "
           f"ensemble accuracy: {record.ensemble_accuracy():.4f}  ({record.meta['wall_time_s']:.1f} s when trained)")
@@ -71,11 +112,13 @@ def train_plan(parser: argparse.ArgumentParser, args) -> int:
     if set(flags) - set(NOT_IN_KEY):
         parser.error(f"with --plan, flags may only set execution fields {list(NOT_IN_KEY)}; "
                      f"got {sorted(set(flags) - set(NOT_IN_KEY))}")
+    entries = read_plan_or_exit(parser, args.plan)
     try:
-        entries = read_plan(args.plan)
         configs = [TrainConfig.from_dict(e["config"]).replace(**flags).validate() for e in entries]
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
+    except (KeyError, TypeError):
+        parser.error(f"--plan={args.plan!r}: every line must be a JSON object whose 'config' holds TrainConfig fields")
+    except ValueError as err:
+        parser.error(f"--plan={args.plan!r}: {err}")
     failed, skipped, begin, trained_flops, trained_s = [], [], time.perf_counter(), 0, 0.0
     for i, (entry, config) in enumerate(zip(entries, configs), 1):
         started = time.perf_counter()
@@ -121,7 +164,7 @@ def planning_prelude(plan: Path, chapter: str) -> str:
 
 def plan_main(argv=None) -> int:
     """`python -m fairens_core plan`: execute chapters while planning; print the runs they need."""
-    p = argparse.ArgumentParser(prog="python -m fairens_core plan", description=(
+    p = Parser(prog="python -m fairens_core plan", description=(
         "Execute chapters with placeholder records (no training) and list the runs they need, "
         "with their cost. Train them with `python -m fairens_core train --plan PLAN`."))
     p.add_argument("--profile", default="full", choices=PROFILES, help="profile to plan (default: full)")
@@ -129,12 +172,19 @@ def plan_main(argv=None) -> int:
     p.add_argument("--plan", type=Path, default=Path("plan.jsonl"), help="plan file to write (appended to)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     p.add_argument("--book-root", type=Path, default=None)
-    p.add_argument("--flops-per-second", type=float, default=None,
+    p.add_argument("--flops-per-second", type=flag_type("--flops-per-second", POSITIVE_SECONDS), default=None,
                    help="achieved training FLOP/s of the target machine, for a time estimate")
     args = p.parse_args(argv)
-    root = (args.book_root or find_root()).resolve()
-    every = chapters(root)
-    todo = select(every, args.chapters, root) if args.chapters else every
+    try:
+        root = (args.book_root or find_root()).resolve()
+        every = chapters(root)
+        todo = select(every, args.chapters, root) if args.chapters else every
+    except OSError as err:
+        p.error(f"--book-root={str(args.book_root)!r}: {err}")
+    except SystemExit as stop:  # select() exits with a message naming the unknown chapter
+        p.error(f"--chapters={args.chapters!r}: {stop.code}")
+    if args.plan.exists():
+        read_plan_or_exit(p, args.plan)  # a plan that cannot be read fails now, not after the first chapter
     params = {"profile": args.profile, **{k: parse_value(v) for k, v in args.parameter}}
     failed = []
     with tempfile.TemporaryDirectory(prefix="fairens-plan-") as tmp:
@@ -155,7 +205,7 @@ def plan_main(argv=None) -> int:
 
 def pack_main(argv=None) -> int:
     """`python -m fairens_core pack`: copy a plan's records into a folder of compact records."""
-    p = argparse.ArgumentParser(prog="python -m fairens_core pack", description=(
+    p = Parser(prog="python -m fairens_core pack", description=(
         "Copy the records of a plan from the cache into OUT as compact records (float16 predictions; "
         "final weights only with --keep-weights). Point $FAIRENS_RECORDS at OUT to read them."))
     p.add_argument("--plan", type=Path, required=True)
@@ -163,7 +213,7 @@ def pack_main(argv=None) -> int:
     p.add_argument("--keep-weights", action="store_true", help="keep every member's final weights")
     p.add_argument("--chapters", nargs="+", metavar="NAME", help="only the runs planned for these chapters")
     args = p.parse_args(argv)
-    entries = [e for e in read_plan(args.plan) if not args.chapters or e["chapter"] in args.chapters]
+    entries = [e for e in read_plan_or_exit(p, args.plan) if not args.chapters or e.get("chapter") in args.chapters]
     missing, size = [], 0
     for entry in entries:
         record = find_record(entry["key"])

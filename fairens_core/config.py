@@ -6,14 +6,18 @@ it runs), so the same config gives the same record and re-running trains nothing
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import importlib.util
+import inspect
 import json
 from dataclasses import dataclass, field
 
 from .data import DATASETS
 from .models import MODELS
 from .randomness import parse_vary
+from .schema import Spec
 
 # Version of the record format and of the training numerics; part of every cache key, so a change
 # that alters what a config trains (or how a record is laid out) retires the old records.
@@ -31,6 +35,64 @@ EXECUTORS = ("local", "ray")
 # Fields that do not change the result (where or how fast it runs) stay out of the cache key.
 NOT_IN_KEY = ("device", "execution", "max_group", "data_root", "progress", "executor", "ray_address",
               "ray_cpus_per_task", "ray_gpus_per_task", "ray_retries", "channels_last", "compile")
+
+_POSITIVE_INT = Spec("int", low=1)
+_POSITIVE = Spec("float", low=0, low_open=True)
+_NON_NEGATIVE = Spec("float", low=0)
+_FRACTION = Spec("float", low=0, high=1)
+_FRACTION_BELOW_ONE = Spec("float", low=0, high=1, high_open=True)
+_BOOL = Spec("bool")
+
+# What each field may be (schema.Spec); TrainConfig.validate checks every field against its spec,
+# then the rules that tie fields together.
+SPECS: dict[str, Spec] = {
+    "dataset": Spec("str", choices=tuple(DATASETS)),
+    "dataset_options": Spec("dict", note="(keyword options of the dataset's loader)"),
+    "data_root": Spec("str", optional=True),
+    "model": Spec("str", choices=tuple(MODELS)),
+    "width": _POSITIVE,
+    "dropout": _FRACTION_BELOW_ONE,
+    "members": _POSITIVE_INT,
+    "seed": Spec("int", low=0),
+    "vary": Spec("str", note="(a preset of randomness.VARY_PRESETS or sources joined by '+')"),
+    "epochs": _POSITIVE_INT,
+    "batch_size": _POSITIVE_INT,
+    "optimizer": Spec("str", choices=OPTIMIZERS),
+    "lr": _POSITIVE,
+    "momentum": _FRACTION,
+    "weight_decay": _NON_NEGATIVE,
+    "schedule": Spec("str", choices=SCHEDULES),
+    "warmup_epochs": _NON_NEGATIVE,
+    "milestones": Spec("tuple", item=Spec("float", low=0, high=1, low_open=True, high_open=True),
+                       note="(fractions of training)"),
+    "gamma": _FRACTION,
+    "label_smoothing": _FRACTION_BELOW_ONE,
+    "augment": Spec("tuple", item=Spec("str", choices=AUGMENTATIONS)),
+    "beta": Spec("float", low=0, note="(0: independent, 1: joint)"),
+    "combine": Spec("str", choices=COMBINE),
+    "learner_dropout": _FRACTION_BELOW_ONE,
+    "allow_unbounded_beta": _BOOL,
+    "spawn_step": Spec("int", low=0, optional=True, note="(a number of steps)"),
+    "spawn_reset": _BOOL,
+    "reinit_fraction": _FRACTION,
+    "reinit_from": Spec("str", choices=REINIT_FROM),
+    "track_predictions": Spec("int", low=-1, note="(-1: all)"),
+    "track_outputs": Spec("int", low=-1, note="(-1: all)"),
+    "snapshot_weights": _BOOL,
+    "save_weights": _BOOL,
+    "device": Spec("str", pattern=r"auto|cpu|cuda(:\d+)?", allowed="'auto', 'cpu' or 'cuda[:n]'"),
+    "precision": Spec("str", choices=PRECISIONS),
+    "execution": Spec("str", choices=EXECUTIONS),
+    "max_group": Spec("int", low=1, optional=True),
+    "progress": _BOOL,
+    "executor": Spec("str", choices=EXECUTORS),
+    "ray_address": Spec("str", optional=True),
+    "ray_cpus_per_task": Spec("float", low=0, low_open=True, optional=True),
+    "ray_gpus_per_task": Spec("float", low=0, optional=True),
+    "ray_retries": Spec("int", low=0),
+    "channels_last": _BOOL,
+    "compile": _BOOL,
+}
 
 
 @dataclass
@@ -100,9 +162,11 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self):
-        self.milestones = tuple(self.milestones)
-        self.augment = tuple(self.augment)
-        self.dataset_options = dict(self.dataset_options)
+        # Normalise what can be (np.int64(3) -> 3, augment="crop" -> ("crop",)) so that the key is
+        # right before validate(); a value that fails its spec stays as given for validate() to name.
+        for name, spec in SPECS.items():
+            with contextlib.suppress(ValueError):
+                setattr(self, name, spec.check(name, getattr(self, name)))
 
     # ------------------------------------------------------------------ identity
     def key_fields(self) -> dict:
@@ -137,75 +201,21 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise ValueError naming the field and what is allowed."""
-        def allowed(name, value, options):
-            if value not in options:
-                raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(options)}")
-
-        def positive(name, value, integer=True):
-            ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
-            if not ok or value <= 0:
-                kind = "a positive integer" if integer else "a positive number"
-                raise ValueError(f"{name}={value!r}: must be {kind}")
-
-        def fraction(name, value, upper_open=False):
-            if not isinstance(value, (int, float)) or not (0 <= value < 1 if upper_open else 0 <= value <= 1):
-                interval = "[0, 1)" if upper_open else "[0, 1]"
-                raise ValueError(f"{name}={value!r}: must be in {interval}")
-
-        allowed("dataset", self.dataset, DATASETS)
-        allowed("model", self.model, MODELS)
-        allowed("optimizer", self.optimizer, OPTIMIZERS)
-        allowed("schedule", self.schedule, SCHEDULES)
-        allowed("combine", self.combine, COMBINE)
-        allowed("reinit_from", self.reinit_from, REINIT_FROM)
-        allowed("precision", self.precision, PRECISIONS)
-        allowed("execution", self.execution, EXECUTIONS)
-        allowed("executor", self.executor, EXECUTORS)
-        if self.executor == "ray":
-            import importlib.util
-
-            if importlib.util.find_spec("ray") is None:
-                raise ValueError("executor='ray' needs the ray package (pip install ray); use executor='local'")
-            if self.ray_cpus_per_task is not None:
-                positive("ray_cpus_per_task", self.ray_cpus_per_task, integer=False)
-            if self.ray_gpus_per_task is not None and self.ray_gpus_per_task < 0:
-                raise ValueError(f"ray_gpus_per_task={self.ray_gpus_per_task!r}: None or a number >= 0")
-            if not isinstance(self.ray_retries, int) or self.ray_retries < 0:
-                raise ValueError(f"ray_retries={self.ray_retries!r}: a non-negative integer")
-        for a in self.augment:
-            allowed("augment", a, AUGMENTATIONS)
-        for name in ("members", "epochs", "batch_size"):
-            positive(name, getattr(self, name))
-        positive("width", self.width, integer=False)
-        positive("lr", self.lr, integer=False)
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r}: must be a non-negative integer")
-        for name in ("momentum", "gamma", "reinit_fraction"):
-            fraction(name, getattr(self, name))
-        for name in ("dropout", "learner_dropout", "label_smoothing"):
-            fraction(name, getattr(self, name), upper_open=True)
-        if self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ValueError("weight_decay and warmup_epochs must be >= 0")
+        for name, spec in SPECS.items():
+            setattr(self, name, spec.check(name, getattr(self, name)))
+        loader_options = [p.name for p in inspect.signature(DATASETS[self.dataset]).parameters.values()
+                          if p.kind is p.KEYWORD_ONLY]
+        unknown = sorted(set(self.dataset_options) - set(loader_options))
+        if unknown:
+            raise ValueError(f"dataset_options={self.dataset_options!r}: unknown option(s) {unknown} for "
+                             f"dataset {self.dataset!r}; allowed: {loader_options}")
+        if self.executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise ValueError("executor='ray' needs the ray package (pip install ray); use executor='local'")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} must be < epochs={self.epochs}")
-        if not all(0 < m < 1 for m in self.milestones):
-            raise ValueError(f"milestones={self.milestones}: fractions of training in (0, 1)")
-        if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
-            raise ValueError(f"device={self.device!r}: use 'auto', 'cpu' or 'cuda[:n]'")
-        if self.max_group is not None:
-            positive("max_group", self.max_group)
-        for name in ("channels_last", "compile"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r}: must be True or False")
-        for name in ("track_predictions", "track_outputs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < -1:
-                raise ValueError(f"{name}={value!r}: an integer >= -1 (-1: all)")
         sources = self.vary_sources  # raises on an unknown preset
 
         # objective (paper 001)
-        if not isinstance(self.beta, (int, float)) or self.beta < 0:
-            raise ValueError(f"beta={self.beta!r}: must be >= 0 (0: independent, 1: joint)")
         if self.beta > 1 and not self.allow_unbounded_beta:
             raise ValueError(
                 f"beta={self.beta} > 1 makes L_beta unbounded below (paper 001, Thm 5.1); "
@@ -227,8 +237,6 @@ class TrainConfig:
 
         # coupling (paper 002)
         if self.spawn_step is not None:
-            if not isinstance(self.spawn_step, int) or self.spawn_step < 0:
-                raise ValueError(f"spawn_step={self.spawn_step!r}: a non-negative number of steps")
             if not ({"batch_order", "augmentation"} & set(sources)):
                 raise ValueError(
                     f"spawn_step is set but vary={self.vary!r} gives children nothing to differ by after the "

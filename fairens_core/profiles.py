@@ -8,7 +8,9 @@
   (`python -m fairens_core plan` lists every run and its cost).
 
 A chapter calls `chapter_settings(name, profile, **parameters)`; every explicit (non-None)
-parameter overrides the profile, and unknown names are an error.
+parameter overrides the profile, and unknown names are an error. Every value is checked against
+its spec (TrainConfig fields: config.SPECS; chapter knobs: KNOB_SPECS) and the chapter's rules
+(check_knobs) before anything trains.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ from __future__ import annotations
 import os
 from types import SimpleNamespace
 
-from .config import TrainConfig
+from .config import SPECS, TrainConfig
+from .corruptions import CORRUPTIONS_1D, CORRUPTIONS_IMAGE, SEVERITIES
+from .data import load_dataset
+from .randomness import parse_vary
+from .schema import Spec
 
 PROFILES = ("default", "smoke", "full")
 
@@ -320,40 +326,201 @@ CHAPTERS.update({
 })
 
 
+# What each chapter knob may be (schema.Spec); chapter_settings checks every knob, explicit or
+# from the profile, then the rules that tie knobs to the training config (check_knobs).
+_COUNT = Spec("int", low=1)
+_COUNT_OR_ZERO = Spec("int", low=0)
+_POSITIVE = Spec("float", low=0, low_open=True)
+_POSITIVES = Spec("list", item=_POSITIVE, min_items=1)
+_CLASS_K = Spec("int", low=1, note="(classes per group: at most the dataset's number of classes)")
+_ENSEMBLE_K = Spec("int", low=1, note="(ensemble size: at most members)")
+_BETAS = Spec("list", item=Spec("float", low=0), min_items=1)
+_ABLATIONS = Spec("list", item=Spec("str"), min_items=1, note="(presets of randomness.VARY_PRESETS)")
+_OVERRIDES = Spec("dict", note="(TrainConfig fields)")
+_SHARE_BELOW_ONE = Spec("float", low=0, high=1, high_open=True)
+_RATES = Spec("list", item=Spec("float", low=0, high=1, low_open=True, high_open=True), min_items=1)
+_PART3_SPECS = dict(spawn_fractions=Spec("list", item=_SHARE_BELOW_ONE, min_items=1), K=_ENSEMBLE_K)
+
+KNOB_SPECS: dict[str, dict[str, Spec]] = {
+    "churn": dict(K=_CLASS_K, pairs=_COUNT, pools=Spec("list", min_items=1, item=Spec("list", fields=(
+        SPECS["model"], SPECS["width"], Spec("int", low=2, optional=True))))),
+    "minority_groups": dict(attribute=Spec("str", note="(a protected attribute of the dataset)"),
+                            label=Spec("int", low=0, optional=True), ablations=_ABLATIONS, repeats=_COUNT,
+                            adult_train=_OVERRIDES, adult_ablations=_ABLATIONS, tree_depth=_COUNT),
+    "augmented_objective": dict(betas=_BETAS, descent_betas=_BETAS, steps=_COUNT, lr=_POSITIVE, alphas=_POSITIVES,
+                                sizes=Spec("list", item=Spec("int", low=2), min_items=1)),
+    "randomness": dict(K=_CLASS_K, draws=_COUNT),
+    "corruption": dict(K=_CLASS_K, draws=_COUNT, sizes=Spec("list", item=_COUNT, min_items=1),
+                       corruptions=Spec("list", min_items=1, optional=True, item=Spec(
+                           "str", choices=CORRUPTIONS_IMAGE + tuple(c for c in CORRUPTIONS_1D
+                                                                    if c not in CORRUPTIONS_IMAGE))),
+                       severities=Spec("list", item=Spec("int", choices=SEVERITIES), min_items=1),
+                       n_eval=Spec("int", low=1, optional=True)),
+    "tabular_collusion": dict(betas=_BETAS, repeats=_COUNT, dropout_ps=_RATES, dropout_repeats=_COUNT,
+                              abalone_train=_OVERRIDES, abalone_repeats=_COUNT_OR_ZERO),
+    "generalization": dict(betas=Spec("list", item=Spec("float", low=0), min_items=2, max_items=2,
+                                      note="([independent, joint])"),
+                           repeats=_COUNT, tail_epochs=Spec("int", low=1, note="(at most epochs)")),
+    "diversity": dict(hessian_members=Spec("int", low=1, note="(at most members)"), hessian_examples=_COUNT),
+    "independent_vs_joint": dict(betas=_BETAS, score_betas=_BETAS, large_members=Spec("int", low=2),
+                                 large_betas=_BETAS, repeats=_COUNT, cnn_train=Spec("dict", optional=True)),
+    "learner_dropout": dict(dropouts=Spec("list", item=_SHARE_BELOW_ONE, min_items=1), repeats=_COUNT),
+    "flops": dict(widths=_POSITIVES, sizes=Spec("list", item=_COUNT, min_items=1, optional=True,
+                                                note="(at most members, including 1)"),
+                  draws=_COUNT, plateau_at=Spec("int", low=2, note="(at most members)")),
+    "similarity": dict(member=Spec("int", low=0, note="(below members)"), late_fraction=_SHARE_BELOW_ONE),
+    "subspace": dict(member=Spec("int", low=0, note="(below members)"), samples=_COUNT,
+                     gaussian_scales=_POSITIVES, diagonal_scales=_POSITIVES, low_rank_scales=_POSITIVES,
+                     rank=_COUNT, iterate_fraction=_SHARE_BELOW_ONE, dropout_rates=_RATES, draws=_COUNT),
+    "function_space_tsne": dict(runs=Spec("int", low=2, note="(at most members)"), examples=_COUNT,
+                                samples=_COUNT_OR_ZERO, sample_scale=_POSITIVE,
+                                perplexity=Spec("float", low=0, low_open=True, optional=True)),
+    "hardness": dict(runs=Spec("int", low=2, note="(at most members)"), hardest=_COUNT),
+    "bottom_k": dict(K=_CLASS_K, ks=Spec("list", item=_CLASS_K, min_items=1), draws=_COUNT),
+    "coupling": dict(_PART3_SPECS, draws=_COUNT),
+    "function_space": dict(_PART3_SPECS, parents=Spec("int", low=2)),
+    "forgetting": dict(_PART3_SPECS, forgetting_train=_OVERRIDES),
+    "reinit": dict(_PART3_SPECS, reinit_spawn=_SHARE_BELOW_ONE, pairs=_COUNT, alphas=Spec("int", low=2),
+                   fractions=Spec("list", min_items=1, optional=True,
+                                  item=Spec("float", low=0, high=1, low_open=True))),
+}
+
+# Datasets generated or bundled (loaded in well under a second once cached): loaded to count their
+# classes and list their protected attributes. The others are counted without reading their files.
+LOADED_TO_CHECK = ("mnist1d", "digits", "synthetic", "diabetes")
+CLASSES = {"cifar10": 10, "cifar10_jpeg": 10, "svhn": 10, "tinyimagenet": 200, "celeba": 2, "adult": 2,
+           "abalone": 1}
+
+
+def dataset_facts(config: TrainConfig) -> tuple[int | None, set[str] | None]:
+    """(number of classes, protected attributes) of the config's dataset; None where unknown."""
+    options = config.dataset_options
+    if config.dataset in LOADED_TO_CHECK:
+        data = load_dataset(config.dataset, config.data_root, **options)
+        return data.num_classes, set(data.group_names)
+    if config.dataset == "cifar100":
+        return (20 if options.get("label") == "coarse" else 100), set()
+    if config.dataset == "celeba":
+        return 2, {options.get("group", "Male")}
+    if config.dataset == "adult":
+        return 2, {"race", "sex"}
+    return CLASSES.get(config.dataset), (set() if config.dataset in CLASSES else None)
+
+
+def _at_most(name: str, value, limit: int, what: str) -> None:
+    if value > limit:
+        raise ValueError(f"{name}={value!r}: must be at most {what}={limit}")
+
+
+def _trainable(name: str, value, base: TrainConfig, **changes) -> None:
+    """A knob that sets training fields must give a valid config; the error names the knob."""
+    try:
+        base.replace(**changes).validate()
+    except ValueError as err:
+        raise ValueError(f"{name}={value!r}: {err}") from None
+
+
+def _overrides(name: str, overrides: dict, base: TrainConfig, **fixed) -> None:
+    """A dict knob of TrainConfig overrides must name fields and give a valid config."""
+    unknown = sorted(set(overrides) - set(SPECS))
+    if unknown:
+        raise ValueError(f"{name}={overrides!r}: unknown TrainConfig field(s) {unknown}")
+    _trainable(name, overrides, base, **fixed, **overrides)
+
+
+def check_knobs(chapter: str, knobs: dict, config: TrainConfig) -> None:
+    """The rules that tie a chapter's knobs to its training config; ValueError naming the knob."""
+    if chapter != "augmented_objective" and config.members < 2:  # it trains nothing of its own
+        raise ValueError(f"members={config.members!r}: chapter {chapter!r} compares members: at least 2")
+    members = config.members
+    class_k = KNOB_SPECS[chapter].get("K") is _CLASS_K  # Part I: K classes per group (Part III: members)
+    if class_k or any(name in knobs for name in ("ks", "label", "attribute")):
+        classes, attributes = dataset_facts(config)
+        if classes is not None:
+            if class_k:
+                _at_most("K", knobs["K"], classes, f"the number of classes of {config.dataset}")
+            if max(knobs.get("ks", [0])) > classes:
+                raise ValueError(f"ks={knobs['ks']!r}: every K must be at most the number of classes of "
+                                 f"{config.dataset}={classes}")
+            if knobs.get("label") is not None and knobs["label"] >= classes:
+                raise ValueError(f"label={knobs['label']!r}: a class of {config.dataset}, 0 to {classes - 1}")
+        if attributes is not None and "attribute" in knobs and knobs["attribute"] not in attributes:
+            raise ValueError(f"attribute={knobs['attribute']!r}: {config.dataset} has the protected "
+                             f"attribute(s) {sorted(attributes)}")
+    if "K" in knobs and not class_k:
+        _at_most("K", knobs["K"], members, "members")
+    for name in ("ablations", "adult_ablations"):
+        for vary in knobs.get(name, []):
+            try:
+                parse_vary(vary)
+            except ValueError as err:
+                raise ValueError(f"{name}={knobs[name]!r}: {err}") from None
+    for name in ("runs", "hessian_members", "plateau_at"):
+        if name in knobs:
+            _at_most(name, knobs[name], members, "members")
+    if "member" in knobs and knobs["member"] >= members:
+        raise ValueError(f"member={knobs['member']!r}: a member index, 0 to members - 1 = {members - 1}")
+    if "tail_epochs" in knobs:
+        _at_most("tail_epochs", knobs["tail_epochs"], config.epochs, "epochs")
+    if chapter == "reinit":
+        _at_most("pairs", knobs["pairs"], members * (members - 1) // 2, "the child pairs of members")
+    if chapter == "flops" and knobs["sizes"] is not None:
+        sizes = knobs["sizes"]
+        if 1 not in sizes or knobs["plateau_at"] not in sizes or max(sizes) > members:
+            raise ValueError(f"sizes={sizes!r}: ensemble sizes of at most members={members}, including 1 and "
+                             f"plateau_at={knobs['plateau_at']}")
+    for name, fixed in (("adult_train", dict(dataset="adult", dataset_options={})),
+                        ("abalone_train", dict(dataset="abalone", dataset_options={})),
+                        ("forgetting_train", {}), ("cnn_train", {})):
+        if knobs.get(name):
+            _overrides(name, knobs[name], config, **fixed)
+    if chapter in ("tabular_collusion", "generalization", "independent_vs_joint"):
+        for beta in knobs["betas"]:
+            _trainable("betas", knobs["betas"], config, beta=beta)
+    if chapter == "independent_vs_joint":
+        for beta in knobs["large_betas"]:
+            _trainable("large_betas", knobs["large_betas"], config, beta=beta, members=knobs["large_members"])
+        for beta in knobs["score_betas"]:  # at beta = 0 the objective ignores combine: that run is the default's
+            _trainable("score_betas", knobs["score_betas"], config, beta=beta,
+                       combine="score" if beta else config.combine)
+    if chapter == "learner_dropout":  # every rate trains a joint (beta = 1) ensemble
+        for rate in knobs["dropouts"]:
+            _trainable("dropouts", knobs["dropouts"], config, beta=1.0, learner_dropout=rate)
+
+
 # Where and how members run (never part of a record's identity), settable for a whole book
 # run from the environment, e.g. FAIRENS_EXECUTOR=ray FAIRENS_MAX_GROUP=5 (see book/howto.md).
-EXECUTION_ENVIRONMENT = {"executor": ("FAIRENS_EXECUTOR", str), "max_group": ("FAIRENS_MAX_GROUP", int)}
+EXECUTION_ENVIRONMENT = {"executor": "FAIRENS_EXECUTOR", "max_group": "FAIRENS_MAX_GROUP"}
 
 
 def execution_from_environment() -> dict:
     """TrainConfig execution fields given by environment variables (EXECUTION_ENVIRONMENT)."""
-    found = {}
-    for field, (variable, kind) in EXECUTION_ENVIRONMENT.items():
-        if os.environ.get(variable):
-            try:
-                found[field] = kind(os.environ[variable])
-            except ValueError:
-                raise ValueError(f"${variable}={os.environ[variable]!r}: must be {kind.__name__}") from None
-    return found
+    return {field: SPECS[field].check(f"${variable}", os.environ[variable])
+            for field, variable in EXECUTION_ENVIRONMENT.items() if os.environ.get(variable)}
 
 
 def chapter_settings(chapter: str | None, profile: str = "default", **parameters) -> SimpleNamespace:
     """Resolve a chapter's settings: profile defaults, then explicit parameters.
 
-    Returns a namespace with `config` (a validated TrainConfig) and every chapter knob.
-    Parameters that are None keep the profile's value; names that are neither TrainConfig
-    fields nor knobs of this chapter raise ValueError.
+    Returns a namespace with `config` (a validated TrainConfig) and every chapter knob, checked
+    and parsed (papermill hands `-p ks "[2, 3]"` over as text). Parameters that are None keep
+    the profile's value; names that are neither TrainConfig fields nor knobs of this chapter,
+    and values their spec or the chapter's rules reject, raise ValueError naming the parameter,
+    before anything trains. A `dataset` other than the profile's drops the profile's
+    `dataset_options` (they belong to its dataset) unless `dataset_options` is given too.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r} is not allowed; choose one of {list(PROFILES)}")
-    knobs = dict(CHAPTERS.get(chapter, {}).get(profile, {})) if chapter else {}
+    if chapter is not None and chapter not in CHAPTERS:
+        raise ValueError(f"chapter={chapter!r} is not allowed; choose one of {sorted(CHAPTERS)} or None")
+    knobs = dict(CHAPTERS[chapter][profile]) if chapter else {}
     train = dict(BASE[profile])
     train.update(knobs.pop("train", {}))
     train.update(execution_from_environment())
+    profile_dataset = train["dataset"]
     fields = set(TrainConfig.__dataclass_fields__)
-    for name, value in parameters.items():
-        if value is None:
-            continue
+    given = {name: value for name, value in parameters.items() if value is not None}
+    for name, value in given.items():
         if name in knobs:
             knobs[name] = value
         elif name in fields:
@@ -361,4 +528,10 @@ def chapter_settings(chapter: str | None, profile: str = "default", **parameters
         else:
             raise ValueError(f"unknown parameter {name!r} for chapter {chapter!r}; "
                              f"allowed: {sorted(set(knobs) | fields)}")
-    return SimpleNamespace(config=TrainConfig(**train).validate(), profile=profile, **knobs)
+    if "dataset_options" not in given and train["dataset"] != profile_dataset:
+        train["dataset_options"] = {}
+    config = TrainConfig(**train).validate()
+    if chapter:
+        knobs = {name: KNOB_SPECS[chapter][name].check(name, value) for name, value in knobs.items()}
+        check_knobs(chapter, knobs, config)
+    return SimpleNamespace(config=config, profile=profile, **knobs)

@@ -299,7 +299,9 @@ def test_resume_equals_uninterrupted(monkeypatch, cache, execution, spawn):
     (dict(spawn_step=3, vary="init"), "spawn_step"), (dict(spawn_reset=True), "spawn_step"),
     (dict(dropout=1.0), "dropout"), (dict(device="tpu"), "device"), (dict(lr=0), "lr"),
     (dict(track_predictions=-5), "track_predictions"), (dict(track_outputs=True), "track_outputs"),
-    (dict(precision="fp8"), "precision"),
+    (dict(precision="fp8"), "precision"), (dict(lr=float("nan")), "lr"), (dict(weight_decay=float("nan")), "weight_decay"),
+    (dict(warmup_epochs=float("inf")), "warmup_epochs"), (dict(beta=float("nan")), "beta"),
+    (dict(save_weights="maybe"), "save_weights"), (dict(milestones=5), "milestones"),
 ])
 def test_bad_config_is_rejected_with_the_field_named(changes, field):
     with pytest.raises(ValueError, match=field):
