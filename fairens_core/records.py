@@ -18,6 +18,21 @@ Archive contents (M members, N test examples, C classes, E evaluation points, P 
     y_train_tracked    (n,)      int64/float32   optional: targets of those n train examples
     weight_snapshots   (M, E, P) float32   optional: flattened weights at every evaluation
     weight/<name>      (M, ...)  float32   optional: final parameters and buffers
+
+Nothing read from the cache can run code: the archive is read with `np.load(allow_pickle=False)`
+and the sidecar is JSON. A record is trusted only for the key it was asked for: the sidecar's
+`key`, and the key recomputed from its `config`, must both equal it, and the archive must match
+its SHA-256. A record that fails any check is named in a `DamagedCacheWarning`, moved aside
+(`<name>.corrupt-<time>`; records in the read-only $FAIRENS_RECORDS folders are only skipped)
+and recomputed by `runner.run`.
+
+Writes are atomic (a unique temporary file in the target folder, then `os.replace`) and the
+archive lands before its sidecar, so a sidecar always has its archive beside it; an archive
+without a sidecar is an unfinished write and counts as absent.
+
+Same key, different numerics: `execution` (packed / vectorized / loop) is not in the key. The
+three agree only to float rounding, so the record of a key is the one that was made first, and
+`meta["execution"]` says which made it (so does `meta["device"]`, also outside the key).
 """
 
 from __future__ import annotations
@@ -25,7 +40,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +55,21 @@ from .data import prepare_inputs
 from .ensemble import StackedEnsemble
 from .models import build_model
 
+SIDECAR_FIELDS = ("key", "sha256", "config", "meta")
+HISTORY_KEYS = ("eval_step", "train_loss", "train_acc", "test_loss", "test_acc")
+PROBE_BYTES = 1 << 20  # written (and synced) by `check_writable`: a full disk fails here, not after training
+
+
+class CorruptRecordError(RuntimeError):
+    """A record, or another cache file, that cannot be trusted: unreadable, incomplete or foreign."""
+
+
+class DamagedCacheWarning(UserWarning):
+    """A damaged cache file was found, moved aside, and will be recomputed."""
+
+
+class CacheWriteError(RuntimeError):
+    """The cache cannot be written (read-only, full disk, permissions): names the path and why."""
 
 
 def cache_root() -> Path:
@@ -116,7 +149,9 @@ class RunRecord:
 
     # ------------------------------------------------------------------ disk
     def save(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
+        """Write `<key>.npz` then `<key>.json` into `directory`, each atomically; a write that
+        fails (full disk, read-only) leaves no temporary file and raises CacheWriteError."""
+        directory = Path(directory)
         arrays = {"test_logits": self.test_logits.half(), "y_test": self.y_test}
         arrays.update({f"group/{k}": v for k, v in self.groups_test.items()})
         arrays.update(self.history)
@@ -132,26 +167,41 @@ class RunRecord:
         if self.weights is not None:
             arrays.update({f"weight/{k}": v for k, v in self.weights.items()})
         path = directory / f"{self.key}.npz"
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **{k: v.cpu().numpy() for k, v in arrays.items()})
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written record
-        sidecar = {"format": FORMAT_VERSION, "key": self.key, "sha256": _sha256(path),
-                   "config": self.config, "meta": self.meta}
-        _write_json(directory / f"{self.key}.json", sidecar)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            # the archive first: a sidecar never names an archive that is not there yet
+            numpy = {k: v.cpu().numpy() for k, v in arrays.items()}
+            digest = _atomic_write(path, lambda f: np.savez_compressed(f, **numpy))
+            sidecar = {"format": FORMAT_VERSION, "key": self.key, "sha256": digest,
+                       "config": self.config, "meta": self.meta}
+            text = json.dumps(sidecar, indent=1, default=str).encode()
+            _atomic_write(path.with_suffix(".json"), lambda f: f.write(text))
+        except OSError as err:
+            raise CacheWriteError(f"cannot write the record {path}: {_reason(err)}") from err
         self.path = path
         return path
 
     @classmethod
-    def load(cls, path: Path) -> "RunRecord":
-        """Load `<key>.npz`, verifying its checksum against `<key>.json`."""
+    def load(cls, path: Path, key: str | None = None) -> "RunRecord":
+        """Load `<key>.npz` after checking `<key>.json`: the record of `key` (default: the file's
+        name), checksum intact. Raises CorruptRecordError saying what is wrong."""
         path = Path(path)
-        sidecar = json.loads(path.with_suffix(".json").read_text())
+        key = key or path.stem
+        sidecar = read_sidecar(path.with_suffix(".json"), key)
+        if not path.exists():
+            raise CorruptRecordError(f"{path.with_suffix('.json')} has no archive {path.name} beside it")
         if sidecar["sha256"] != _sha256(path):
             raise CorruptRecordError(f"checksum mismatch for {path}: the record is damaged")
-        with np.load(path) as z:
-            a = {k: torch.from_numpy(z[k]) for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:  # an object array would need unpickling: refused
+                a = {k: torch.from_numpy(z[k]) for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise CorruptRecordError(f"{path} is not a readable record archive: {err}") from err
+        missing = [k for k in ("test_logits", "y_test", *HISTORY_KEYS) if k not in a]
+        if missing:
+            raise CorruptRecordError(f"{path} lacks the arrays {missing}")
         prefixed = lambda p: {k[len(p):]: v for k, v in a.items() if k.startswith(p)}  # noqa: E731
-        history = {k: a[k] for k in ("eval_step", "train_loss", "train_acc", "test_loss", "test_acc")}
+        history = {k: a[k] for k in HISTORY_KEYS}
         return cls(config=sidecar["config"], key=sidecar["key"], test_logits=a["test_logits"],
                    y_test=a["y_test"], history=history, meta=sidecar["meta"],
                    groups_test=prefixed("group/"), test_probs_trajectory=a.get("test_probs_trajectory"),
@@ -160,20 +210,88 @@ class RunRecord:
                    weight_snapshots=a.get("weight_snapshots"), weights=prefixed("weight/") or None, path=path)
 
 
-class CorruptRecordError(RuntimeError):
-    pass
+def read_sidecar(path: Path, key: str) -> dict:
+    """The sidecar `path` of the record of `key`, checked: JSON with every field, and both its
+    `key` and the key of its `config` equal to `key` (a record copied under another name is foreign)."""
+    try:
+        sidecar = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CorruptRecordError(f"{path} is not a readable sidecar: {err}") from err
+    if not isinstance(sidecar, dict) or any(f not in sidecar for f in SIDECAR_FIELDS):
+        raise CorruptRecordError(f"{path} is incomplete: a sidecar needs the fields {list(SIDECAR_FIELDS)}")
+    if sidecar["key"] != key:
+        raise CorruptRecordError(f"{path} holds the record of key {sidecar['key']!r}, not of {key!r}")
+    try:
+        config_key = TrainConfig.from_dict(sidecar["config"]).key()
+    except (TypeError, ValueError) as err:
+        raise CorruptRecordError(f"{path}: its config is not a TrainConfig: {err}") from err
+    if config_key != key:
+        raise CorruptRecordError(f"{path}: its config has key {config_key!r}, not {key!r}")
+    return sidecar
 
 
 def find_record(key: str) -> RunRecord | None:
-    """The cached record for `key`, or None. A damaged record is ignored (and retrained)."""
+    """The record of `key` from the cache or the $FAIRENS_RECORDS folders, or None.
+
+    A record that fails its checks is named in a warning and skipped (and so recomputed); in the
+    writable cache it is also moved aside. An archive without its sidecar is a write still in
+    progress, or one a crash cut short: absent, silently (the next save replaces it)."""
+    writable = cache_root() / "records"
     for d in record_dirs():
-        path = d / f"{key}.npz"
-        if path.exists() and path.with_suffix(".json").exists():
-            try:
-                return RunRecord.load(path)
-            except CorruptRecordError as err:
-                print(f"warning: {err}; it will be recomputed")
+        path, sidecar = d / f"{key}.npz", d / f"{key}.json"
+        if not sidecar.exists():
+            continue
+        try:
+            return RunRecord.load(path, key)
+        except CorruptRecordError as err:
+            if d == writable:
+                # sidecar first: until the archive follows, the pair reads as an unfinished write
+                moved = [move_aside(p) for p in (sidecar, path)]
+                where = f"moved aside to {', '.join(str(m) for m in moved if m)}"
+            else:
+                where = "skipped (read-only records folder)"
+            warnings.warn(f"{err}; {where}; it will be recomputed", DamagedCacheWarning, stacklevel=2)
     return None
+
+
+def move_aside(path: Path) -> Path | None:
+    """Rename a damaged cache file to `<name>.corrupt-<time>`, out of every lookup; the new path,
+    or None when it is already gone (another process moved it first)."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
+
+
+def remove_temporaries(directory: Path, key: str) -> None:
+    """Delete the temporary files of `key`'s record that a killed writer left in `directory`
+    (call it holding the key's lock: no live writer then)."""
+    for tmp in directory.glob(f".{key}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def check_writable(directory: Path) -> None:
+    """Fail early, in one line naming the folder and the reason, when records cannot be written
+    to `directory` (read-only, full disk, permissions): create, fill, sync and remove a probe file."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(bytes(PROBE_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            Path(probe).unlink(missing_ok=True)
+    except OSError as err:
+        raise CacheWriteError(f"cannot write to the record cache {directory}: {_reason(err)} "
+                              "(free space, or point $FAIRENS_CACHE at a writable folder)") from err
+
+
+def _reason(err: OSError) -> str:
+    return f"{err.strerror or err} [{type(err).__name__}]"
 
 
 def _sha256(path: Path) -> str:
@@ -184,10 +302,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+def _atomic_write(path: Path, write) -> str:
+    """`write(file)` into a unique temporary file beside `path`, synced, then renamed over `path`
+    (atomic: a reader sees the old file or the whole new one, never half). Returns the SHA-256
+    of what was written. The temporary file is removed if anything fails."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = _sha256(Path(tmp))
+        os.replace(tmp, path)
+        return digest
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def timestamp() -> str:

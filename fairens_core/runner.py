@@ -9,16 +9,25 @@ This is the one door through which chapters get their data:
 While a chapter is being *planned* (`python -m fairens_core plan`), `plan_instead_of_training`
 hands `run` a `plan.Planner`: every config is noted in the plan and a cache miss is answered with
 a placeholder record instead of training.
+
+On a miss, `run` first checks that the cache can be written (a clear error before training, not
+after it), then takes a per-key lock (`<cache>/records/<key>.lock`): two processes asking for one
+config (a notebook and the CLI, two Ray drivers) train it once; the second waits and reads the
+first one's record. Damaged cache files met on the way are moved aside and recomputed (see
+`records` and `checkpoints`).
 """
 
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
+
+from filelock import FileLock, Timeout
 
 from .config import TrainConfig
 from .distributed import train_groups_on_ray
 from .plan import Planner
-from .records import RunRecord, cache_root, find_record
+from .records import RunRecord, cache_root, check_writable, find_record, remove_temporaries
 from .train import train_ensemble, train_groups_here
 
 _planner: Planner | None = None
@@ -38,17 +47,42 @@ def run(config: TrainConfig, quiet: bool = False) -> RunRecord:
     stopped and ends with the same record as an uninterrupted one.
     """
     config = config.validate()
-    record = find_record(config.key())
+    key = config.key()
+    record = find_record(key)
     if _planner is not None:
         return _planner.note(config, record)
+    directory = cache_root() / "records"
+    work = directory / f"{key}.partial"
     if record is not None:
+        if work.exists():  # left by a run killed between saving the record and tidying up
+            shutil.rmtree(work, ignore_errors=True)
         return record
     if quiet:
         config = config.replace(progress=False)
-    directory = cache_root() / "records"
-    work = directory / f"{config.key()}.partial"
-    train_groups = train_groups_on_ray if config.executor == "ray" else train_groups_here
-    record = train_ensemble(config, workdir=work, train_groups=train_groups)
-    record.save(directory)  # atomic; only then are the checkpoints it was made from removed
-    shutil.rmtree(work, ignore_errors=True)
+    check_writable(directory)
+    with _lock(directory / f"{key}.lock", key):
+        record = find_record(key)  # trained by another process while this one waited
+        if record is not None:
+            return record
+        remove_temporaries(directory, key)
+        train_groups = train_groups_on_ray if config.executor == "ray" else train_groups_here
+        record = train_ensemble(config, workdir=work, train_groups=train_groups)
+        record.save(directory)  # atomic; only then are the checkpoints it was made from removed
+        shutil.rmtree(work, ignore_errors=True)
     return record
+
+
+@contextmanager
+def _lock(path, key: str):
+    """Hold the lock on computing `key`: at once or, with a note, once its holder lets go (the OS
+    releases the lock of a process that dies, so a killed run never blocks the next one)."""
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another process that is computing record {key} (lock {path})", flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

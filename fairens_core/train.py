@@ -462,8 +462,9 @@ def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None, train_gr
     parts, todo = {}, []
     for members in group_members(cfg):
         done = done_path(workdir, members)
-        if done is not None and done.exists():  # finished before an interruption
-            parts[members[0]] = torch.load(done, weights_only=False)
+        part = Checkpoint(done).load()  # None: absent, or damaged (warned and moved aside)
+        if part is not None:  # finished before an interruption
+            parts[members[0]] = part
             bar.update(len(members) * (phase.stop - phase.start))
         else:
             todo.append(members)
