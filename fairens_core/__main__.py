@@ -158,8 +158,8 @@ def train_plan(parser: argparse.ArgumentParser, args) -> int:
 def planning_prelude(plan: Path, chapter: str) -> str:
     """The first cell of a chapter executed for planning: its `run` calls go to a Planner."""
     return ("from fairens_core.plan import Planner\n"
-            "from fairens_core.runner import plan_instead_of_training\n"
-            f"plan_instead_of_training(Planner({str(plan)!r}, {chapter!r}))")
+            "from fairens_core.runner import instead_of_training\n"
+            f"instead_of_training(Planner({str(plan)!r}, {chapter!r}))")
 
 
 def plan_main(argv=None) -> int:

@@ -131,12 +131,24 @@ FULL_NOTE = (
     "lists the claims whose verdict differs between the two.\n```")
 
 
+# A full-profile page reads the shipped records and never trains (a GPU-sized run on a CPU):
+# a run it lacks raises MissingRecordError, which the chapter reports (`runner.run_available`).
+RECORDS_ONLY_TAG = "records-only"
+RECORDS_ONLY = ("from fairens_core.plan import RecordsOnly\n"
+                "from fairens_core.runner import instead_of_training\n\n"
+                "instead_of_training(RecordsOnly())  # this page reads records/full; it trains nothing")
+
+
 def mark_full_copy(root: Path, chapter: Path, copy: Path) -> None:
-    """Put a note under the title of a full-profile copy saying what it is (once)."""
+    """Put a note under the title of a full-profile copy saying what it is, and the hidden cell
+    that keeps it from training, before its first code cell (once)."""
     import nbformat
 
     nb = nbformat.read(str(copy), as_version=4)
-    nb.cells = [c for c in nb.cells if FULL_NOTE_TAG not in c.get("metadata", {}).get("tags", [])]
+    ours = (FULL_NOTE_TAG, RECORDS_ONLY_TAG)
+    nb.cells = [c for c in nb.cells if not set(ours) & set(c.get("metadata", {}).get("tags", []))]
+    first_code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
+    nb.cells.insert(first_code, nbformat.v4.new_code_cell(RECORDS_ONLY, metadata={"tags": [RECORDS_ONLY_TAG, "remove-cell"]}))
     overview = os.path.relpath(Path(root).resolve() / FULL_DIR / "overview.ipynb", copy.resolve().parent)
     note = nbformat.v4.new_markdown_cell(FULL_NOTE.replace("{name}", chapter.stem).replace("{overview}", overview),
                                          metadata={"tags": [FULL_NOTE_TAG]})
@@ -333,7 +345,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not source.exists():
             error = f"file not found: {path}"
         else:
-            error = run_chapter(source, params, kernel=args.kernel, failed_dir=root / FAILED_DIR, output=output)
+            error = run_chapter(source, params, kernel=args.kernel, failed_dir=root / FAILED_DIR, output=output,
+                                prelude=RECORDS_ONLY if args.full else None)
         elapsed = time.monotonic() - t0
         if error is None and args.full:
             mark_full_copy(root, path, output)

@@ -1,6 +1,6 @@
 """Plan a profile's training before spending GPU time on it.
 
-A `Planner` handed to `runner.plan_instead_of_training` switches `runner.run` into planning:
+A `Planner` handed to `runner.instead_of_training` switches `runner.run` into planning:
 every run is appended to the plan (one JSON line per run), and a cache miss trains nothing: the
 chapter gets a *placeholder* record instead, with the real record's shapes, metadata and initial
 weights but made-up predictions (`meta["placeholder"] = True`; never saved). Executing a chapter

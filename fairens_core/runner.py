@@ -6,9 +6,11 @@ This is the one door through which chapters get their data:
                                                  -> miss: train (train.train_ensemble, with the
                                                     groups run here or on Ray) -> save -> record
 
-While a chapter is being *planned* (`python -m fairens_core plan`), `plan_instead_of_training`
-hands `run` a `plan.Planner`: every config is noted in the plan and a cache miss is answered with
-a placeholder record instead of training.
+`instead_of_training(handler)` changes what a miss does, for the whole process: while a chapter
+is being *planned* (`python -m fairens_core plan`), a `plan.Planner` notes every config in the plan
+and answers a miss with a placeholder record; while a full-profile page is rendered from shipped
+records (`book --full`), `plan.RecordsOnly` answers it with `MissingRecordError`, which
+`run_available` turns into a list of the runs the page lacks.
 
 On a miss, `run` first checks that the cache can be written (a clear error before training, not
 after it), then takes a per-key lock (`<cache>/records/<key>.lock`): two processes asking for one
@@ -20,24 +22,25 @@ first one's record. Damaged cache files met on the way are moved aside and recom
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 from filelock import FileLock, Timeout
 
 from .config import TrainConfig
 from .distributed import train_groups_on_ray
-from .plan import Planner
+from .plan import MissingRecordError, Planner, RecordsOnly
 from .records import RunRecord, cache_root, check_writable, find_record, remove_temporaries
 from .train import train_ensemble, train_groups_here
 
-_planner: Planner | None = None
+_instead: Planner | RecordsOnly | None = None
 
 
-def plan_instead_of_training(planner: Planner | None) -> None:
-    """From now on in this process, `run` notes configs in `planner` and trains nothing
-    (None: back to training)."""
-    global _planner
-    _planner = planner
+def instead_of_training(handler: Planner | RecordsOnly | None) -> None:
+    """From now on in this process, `run` hands every config to `handler.note(config, record or
+    None)` and trains nothing (None: back to training)."""
+    global _instead
+    _instead = handler
 
 
 def run(config: TrainConfig, quiet: bool = False) -> RunRecord:
@@ -49,8 +52,8 @@ def run(config: TrainConfig, quiet: bool = False) -> RunRecord:
     config = config.validate()
     key = config.key()
     record = find_record(key)
-    if _planner is not None:
-        return _planner.note(config, record)
+    if _instead is not None:
+        return _instead.note(config, record)
     directory = cache_root() / "records"
     work = directory / f"{key}.partial"
     if record is not None:
@@ -86,3 +89,15 @@ def _lock(path, key: str):
         yield
     finally:
         lock.release()
+
+
+def run_available(configs: Mapping, quiet: bool = True) -> tuple[dict, dict]:
+    """({name: record}, {name: config}) for {name: config}: the records that can be had — all of
+    them, unless `RecordsOnly` is in force — and the configs whose records are missing."""
+    records, missing = {}, {}
+    for name, config in configs.items():
+        try:
+            records[name] = run(config, quiet=quiet)
+        except MissingRecordError:
+            missing[name] = config
+    return records, missing

@@ -37,7 +37,7 @@ def cache(tmp_path, monkeypatch) -> Path:
     """
     monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("FAIRENS_RECORDS", raising=False)
-    monkeypatch.setattr("fairens_core.runner._planner", None)  # not planning; restored after the test
+    monkeypatch.setattr("fairens_core.runner._instead", None)  # not planning; restored after the test
     return tmp_path / "cache"
 
 

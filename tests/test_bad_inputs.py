@@ -300,7 +300,7 @@ def tally() -> dict[str, dict[str, int]]:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["FAIRENS_CACHE"] = str(Path(tmp) / "cache")
         os.environ.pop("FAIRENS_RECORDS", None)
-        runner._planner = None
+        runner._instead = None
         train_mod.train_phase = _refuse_training
         for i, (surface, case) in enumerate(CASES):
             folder = Path(tmp) / str(i)

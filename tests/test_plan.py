@@ -7,9 +7,9 @@ import torch
 
 from fairens_core import TrainConfig, run, runner
 from fairens_core.__main__ import main as cli
-from fairens_core.plan import Planner, placeholder_record, read_plan, training_flops
+from fairens_core.plan import MissingRecordError, Planner, RecordsOnly, placeholder_record, read_plan, training_flops
 from fairens_core.records import find_record
-from fairens_core.runner import plan_instead_of_training
+from fairens_core.runner import instead_of_training, run_available
 
 TINY = dict(dataset="mnist1d", dataset_options={"n_samples": 700}, model="cnn1d", width=0.5,
             members=3, epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.5, progress=False, device="cpu")
@@ -53,7 +53,7 @@ def test_placeholder_has_the_shapes_and_metadata_of_the_real_record(changes):
 
 def test_planning_notes_each_run_once_and_trains_nothing(tmp_path, monkeypatch, cache):
     plan = tmp_path / "plan.jsonl"
-    plan_instead_of_training(Planner(plan))
+    instead_of_training(Planner(plan))
     cfg = TrainConfig(**TINY)
     first, second = run(cfg), run(cfg.replace(members=4))
     run(cfg)  # noted already
@@ -68,7 +68,7 @@ def test_a_cached_run_is_planned_too_and_answered_from_the_cache(tmp_path, monke
     cfg = TrainConfig(**TINY)
     trained = run(cfg)
     plan = tmp_path / "plan.jsonl"
-    plan_instead_of_training(Planner(plan))
+    instead_of_training(Planner(plan))
     again = run(cfg)
     assert not again.meta.get("placeholder") and torch.equal(again.test_logits, trained.test_logits)
     assert [e["key"] for e in read_plan(plan)] == [cfg.key()] and read_plan(plan)[0]["train_flops"] > 0
@@ -97,7 +97,7 @@ def test_plan_train_pack_then_the_book_reads_the_packed_records(tmp_path, monkey
     assert cli(["plan", "--book-root", str(root), "--plan", str(plan), "-p", "members", "3"]) == 0
     assert "ch: ok, 1 runs added to the plan" in capsys.readouterr().out
     assert len(read_plan(plan)) == 1 and read_plan(plan)[0]["chapter"] == "ch"
-    assert runner._planner is None  # planning was set in the chapters' kernels only
+    assert runner._instead is None  # planning was set in the chapters' kernels only
 
     with pytest.raises(SystemExit):  # a plan fixes every field that changes the result
         cli(["train", "--plan", str(plan), "--epochs", "5"])
@@ -126,13 +126,24 @@ def test_pack_reports_runs_missing_from_the_cache(tmp_path, capsys):
 
 def test_train_plan_skips_runs_that_would_overrun_the_budget(tmp_path, monkeypatch, capsys):
     plan = tmp_path / "plan.jsonl"
-    plan_instead_of_training(Planner(plan))
+    instead_of_training(Planner(plan))
     first, second = TrainConfig(**TINY), TrainConfig(**TINY).replace(members=2, seed=1)
     run(first), run(second)
-    plan_instead_of_training(None)
+    instead_of_training(None)
     assert cli(["train", "--plan", str(plan), "--quiet", "--budget-s", "0.001"]) == 0
     out = capsys.readouterr().out
     assert "skipped" in out and "1 of 2 runs done" in out
     assert find_record(first.key()) is not None and find_record(second.key()) is None
     assert cli(["train", "--plan", str(plan), "--quiet"]) == 0  # the first is a cache hit now
     assert find_record(second.key()) is not None
+
+
+def test_records_only_reads_what_exists_and_names_what_is_missing():
+    have, lack = TrainConfig(**TINY), TrainConfig(**TINY).replace(seed=7)
+    trained = run(have)
+    instead_of_training(RecordsOnly())
+    with pytest.raises(MissingRecordError, match=lack.key()):
+        run(lack)
+    records, missing = run_available({"have": have, "lack": lack})
+    assert torch.equal(records["have"].test_logits, trained.test_logits)
+    assert list(missing) == ["lack"] and find_record(lack.key()) is None

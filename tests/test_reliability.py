@@ -70,7 +70,7 @@ def prepared(tmp_path_factory, one_thread):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FAIRENS_CACHE", str(base))
         mp.delenv("FAIRENS_RECORDS", raising=False)
-        mp.setattr(runner, "_planner", None)
+        mp.setattr(runner, "_instead", None)
         load_dataset("mnist1d", None, n_samples=700)
         reference = train_ensemble(CFG)
         mp.setattr(train_mod, "CHECKPOINT_EVERY_S", 0.0)
