@@ -1,7 +1,7 @@
 """Scale-out: train the groups of an ensemble as Ray tasks (``TrainConfig.executor="ray"``).
 
 An ensemble is split into groups of ``max_group`` members (all members when None), exactly as
-in a local run, and each group becomes one Ray task that runs the same `train.train_part`:
+in a local run, and each group becomes one Ray task that runs the same `train.train_group`:
 so a record is identical whether its groups ran here or on a cluster (same config, same
 device type), and it lands in the same cache under the same key. Joint training (beta > 0)
 couples every member, so it is one group and one task.
@@ -28,7 +28,7 @@ from tqdm import tqdm
 from .checkpoints import to_device
 from .data import load_dataset
 from .ensemble import init_member
-from .train import DeviceData, History, build_ensemble, make_optimizer, plan_phases, resolve_device, train_part
+from .train import DeviceData, History, build_ensemble, make_optimizer, plan_phases, resolve_device, train_group
 
 ENV_PASSED = ("FAIRENS_DATA", "FAIRENS_CACHE")  # so workers find the same data and dataset cache
 
@@ -61,7 +61,7 @@ def unpack_parent(cfg, ds, state: dict, device):
 
 def train_group_task(cfg, members: list[int], parent: dict | None, workdir: str | None, env: dict,
                      threads: int) -> dict:
-    """Body of one Ray task: load the data on the worker and train `members` (see train.train_part).
+    """Body of one Ray task: load the data on the worker and train `members` (see train.train_group).
 
     `threads`: torch's intra-op threads, the driver's count. Ray gives a worker one thread per
     requested CPU, but on a CPU some kernels round differently with another thread count, and
@@ -73,7 +73,7 @@ def train_group_task(cfg, members: list[int], parent: dict | None, workdir: str 
     ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
     _, phase = plan_phases(cfg, len(ds.y_train) // cfg.batch_size)
     start = unpack_parent(cfg, ds, parent, device) if parent is not None else None
-    return train_part(cfg, ds, DeviceData.for_config(cfg, ds, device), members, phase, device,
+    return train_group(cfg, ds, DeviceData.for_config(cfg, ds, device), members, phase, device,
                       Path(workdir) if workdir else None, tqdm(disable=True), start)
 
 

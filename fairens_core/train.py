@@ -220,7 +220,7 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; nothing of the run is cached."""
 
 
-def train_phase(cfg, task, data, ens, opt, phase, members, history, steps_per_epoch, save_ckpt, bar):
+def train_steps(cfg, task, data, ens, opt, phase, members, history, steps_per_epoch, save_ckpt, bar):
     """Train `ens` (members `members`) over the steps of `phase`; evaluate at each epoch's end.
 
     This is the whole training loop: gather batches, augment, forward all members at once,
@@ -320,8 +320,9 @@ def log_eval(cfg, task, data, ens, history, step, train_loss, train_acc):
 
 
 # ---------------------------------------------------------------------------- groups
-def train_group(cfg, ds, data, members, phase, device, workdir, bar, start=None):
-    """Train one group of members through `phase`; returns (ensemble, optimizer, history).
+def train_phase(cfg, ds, data, members, phase, device, workdir, bar, start=None):
+    """Train one group of members through `phase` (built here, or resumed from its checkpoint);
+    returns (ensemble, optimizer, history). `train_steps` is the loop itself.
 
     `start` optionally gives the (ensemble, optimizer, history) to begin from: a parent's
     state copied into its children. Otherwise members start from their own init seeds.
@@ -356,7 +357,7 @@ def train_group(cfg, ds, data, members, phase, device, workdir, bar, start=None)
             last_save = time.monotonic()
 
     steps_per_epoch = len(ds.y_train) // cfg.batch_size
-    train_phase(cfg, ds.task, data, ens, opt, phase, members, history, steps_per_epoch, save_ckpt, bar)
+    train_steps(cfg, ds.task, data, ens, opt, phase, members, history, steps_per_epoch, save_ckpt, bar)
     return ens, opt, history
 
 
@@ -397,11 +398,12 @@ def plan_phases(cfg, steps_per_epoch) -> tuple[Phase | None, Phase]:
     return parent, Phase("child", t, total, 0, total)
 
 
-def train_part(cfg, ds, data, members, phase, device, workdir, bar, parent=None) -> dict:
-    """Train one group of members (from the parent's state when there is one); returns what the
-    record keeps of it: test logits (m, N, C) float16, history state and, optionally, weights."""
+def train_group(cfg, ds, data, members, phase, device, workdir, bar, parent=None) -> dict:
+    """Train one group of members to the end (from the parent's state when there is one); returns
+    what the record keeps of it: test logits (m, N, C) float16, history state and, optionally,
+    weights. The unit an executor runs (`train_groups_here`, `distributed.train_groups_on_ray`)."""
     start = spawn(cfg, parent, members, device, ds) if parent else None
-    ens, _, history = train_group(cfg, ds, data, members, phase, device, workdir, bar, start)
+    ens, _, history = train_phase(cfg, ds, data, members, phase, device, workdir, bar, start)
     return {"test_logits": evaluate(ens, data.x_test, cfg).half().cpu(), "history": history.state,
             "weights": {k: v.float().cpu().contiguous() for k, v in ens.state_stacked().items()}
             if cfg.save_weights else None}
@@ -422,7 +424,7 @@ def train_groups_here(cfg, ds, data, groups, phase, parent, workdir, bar, device
     """The local executor: train the groups one after another in this process; yield
     (members, part) as each finishes. (`distributed.train_groups_on_ray` is the other one.)"""
     for members in groups:
-        yield members, train_part(cfg, ds, data, members, phase, device, workdir, bar, parent)
+        yield members, train_group(cfg, ds, data, members, phase, device, workdir, bar, parent)
 
 
 def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None, train_groups=train_groups_here) -> RunRecord:
@@ -457,7 +459,7 @@ def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None, train_gr
                disable=not cfg.progress, leave=False)
     parent = None
     if parent_phase is not None:
-        parent = train_group(cfg, ds, data, [0], parent_phase, device, workdir, bar)
+        parent = train_phase(cfg, ds, data, [0], parent_phase, device, workdir, bar)
 
     parts, todo = {}, []
     for members in group_members(cfg):

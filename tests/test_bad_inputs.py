@@ -261,7 +261,7 @@ def cache_sharing_data(cache, generated_data) -> Path:
 def test_bad_input_is_rejected_early_with_the_parameter_named(surface, case, cache_sharing_data, tmp_path,
                                                               monkeypatch):
     cache = cache_sharing_data
-    monkeypatch.setattr(train_mod, "train_phase", _refuse_training)
+    monkeypatch.setattr(train_mod, "train_steps", _refuse_training)
     monkeypatch.delenv("FAIRENS_EXECUTOR", raising=False)
     monkeypatch.delenv("FAIRENS_MAX_GROUP", raising=False)
     assert attempt(surface, case, tmp_path) == "early"
@@ -301,7 +301,7 @@ def tally() -> dict[str, dict[str, int]]:
         os.environ["FAIRENS_CACHE"] = str(Path(tmp) / "cache")
         os.environ.pop("FAIRENS_RECORDS", None)
         runner._instead = None
-        train_mod.train_phase = _refuse_training
+        train_mod.train_steps = _refuse_training
         for i, (surface, case) in enumerate(CASES):
             folder = Path(tmp) / str(i)
             folder.mkdir()

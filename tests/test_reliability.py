@@ -125,13 +125,13 @@ def leftovers(cache: Path) -> list[Path]:
 def trainings(monkeypatch):
     """{group: first step} of every group trained in this process (a resumed group starts late)."""
     started = {}
-    real = train_mod.train_phase
+    real = train_mod.train_steps
 
     def counted(cfg, task, data, ens, opt, phase, members, *rest):
         started[members[0]] = phase.start
         return real(cfg, task, data, ens, opt, phase, members, *rest)
 
-    monkeypatch.setattr(train_mod, "train_phase", counted)
+    monkeypatch.setattr(train_mod, "train_steps", counted)
     return started
 
 

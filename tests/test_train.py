@@ -153,9 +153,9 @@ def test_spawning_leaves_the_parent_untouched():
     data = train_mod.DeviceData.from_dataset(ds, device)
     parent_phase, phase = train_mod.plan_phases(cfg, len(ds.y_train) // cfg.batch_size)
     bar = train_mod.tqdm(disable=True)
-    parent = train_mod.train_group(cfg, ds, data, [0], parent_phase, device, None, bar)
-    first = train_mod.train_part(cfg, ds, data, [0, 1], phase, device, None, bar, parent)
-    again = train_mod.train_part(cfg, ds, data, [0, 1], phase, device, None, bar, parent)
+    parent = train_mod.train_phase(cfg, ds, data, [0], parent_phase, device, None, bar)
+    first = train_mod.train_group(cfg, ds, data, [0, 1], phase, device, None, bar, parent)
+    again = train_mod.train_group(cfg, ds, data, [0, 1], phase, device, None, bar, parent)
     assert torch.equal(first["test_logits"], again["test_logits"])
 
 
@@ -313,7 +313,7 @@ def test_beta_above_one_allowed_only_explicitly():
 
 
 def test_errors_that_need_the_dataset_come_before_training(monkeypatch):
-    monkeypatch.setattr(train_mod, "train_phase", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(train_mod, "train_steps", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match="spawn_step"):
         train_ensemble(tiny(spawn_step=10_000, vary="batch_order"))
     with pytest.raises(ValueError, match="batch_size"):
