@@ -3,18 +3,24 @@
 Altair's default HTML output loads vega, vega-lite and vega-embed from a CDN,
 which neither an offline reader nor the browser test can reach. Call
 :func:`enable` once at the top of a notebook; every chart displayed afterwards
-carries two representations:
+is stored as
 
-* ``application/vnd.vegalite.v5+json``: the spec, which JupyterLab renders
-  natively (JupyterLab 4 registers the v5 type; vega-embed only warns that the
-  spec says Vega-Lite 6);
-* ``text/html``: ``<div id=...></div><script>vegaEmbed(...)</script>`` that
-  loads nothing from the network. The book serves vega, vega-lite and
-  vega-embed once per page from ``_static/`` (see :func:`write_js_bundle`,
-  called by the Sphinx extension in :mod:`fairens_core.sphinx_ext`).
+* ``application/vnd.vegalite.v5+json``: the spec, which JupyterLab, Jupyter
+  Notebook 7 and VS Code draw with their own Vega-Lite (JupyterLab 4 registers
+  the v5 type; vega-embed only warns that the spec says Vega-Lite 6);
+* ``text/plain``: a line for viewers without Vega-Lite.
 
-Div ids are a per-notebook counter plus a hash of the spec, so re-executing a
-notebook gives byte-identical outputs.
+There is deliberately no ``text/html``: JupyterLab prefers it to its Vega-Lite
+renderer, and inside JupyterLab no offline ``vegaEmbed`` exists to run it. The
+book's Sphinx extension (:mod:`fairens_core.sphinx_ext`) adds it when the book
+is built: ``<div id=...></div><script>vegaEmbed(...)</script>`` (see
+:func:`book_html`) that loads nothing from the network, with vega, vega-lite
+and vega-embed served from ``_static/`` (:func:`write_js_bundle`) on the pages
+that have charts. Div ids are the chart's number on its page plus a hash of
+its spec, so rebuilding gives byte-identical pages.
+
+Every chart is narrowed to fit the book's text column (:func:`fit_width`), and
+the theme (:func:`theme`) lets legends name their series in full.
 
 The helpers :func:`line_with_band` and :func:`slider` cover what the chapters
 draw most: mean ± spread curves against ensemble size, and a parameter to
@@ -28,9 +34,9 @@ them with :func:`live_widget` so the book says so instead of a dead control.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -45,22 +51,31 @@ EMBED_OPTIONS = {
     "actions": {"export": True, "source": False, "compiled": False, "editor": False},
 }
 
-_ids = itertools.count(1)
+# The book's text column is 784 px wide and vega-embed keeps 38 px on the right of a chart
+# for its action button: wider charts get their views narrowed to fit (see fit_width).
+MAX_WIDTH = 740
+MIN_FACTOR = 0.5  # views narrower than half their width would be unreadable
+THEME = "fairens"
 
 
 def enable() -> None:
-    """Register and activate the offline renderer; call once per notebook.
-
-    Also restarts the div-id counter, so re-running a whole notebook in
-    JupyterLab reproduces the ids that papermill wrote.
-    """
-    global _ids
-    _ids = itertools.count(1)
+    """Register and activate the offline renderer and the book's theme; call once per notebook."""
     alt.renderers.register(RENDERER, render)
     alt.renderers.enable(RENDERER)
+    alt.theme.register(THEME, enable=True)(theme)
     # the renderer stores each chart's data once, compactly; full-profile charts exceed
     # altair's default limit of 5,000 rows
     alt.data_transformers.disable_max_rows()
+
+
+def theme() -> dict:
+    """Altair's default look, with legends that name every series in full.
+
+    Vega-Lite cuts legend labels at 160 px and titles at 180 px ("coupled to t + re…").
+    Legend symbols are drawn opaque: a legend taken from a shaded band would be barely visible.
+    """
+    return {"config": {"view": {"continuousWidth": 300, "continuousHeight": 300},
+                       "legend": {"labelLimit": 0, "titleLimit": 0, "symbolOpacity": 1}}}
 
 
 def rounded(spec: dict, digits: int = 4) -> dict:
@@ -98,20 +113,125 @@ def compact(spec: dict, digits: int = 4) -> dict:
                                  for name, data in spec["datasets"].items()}}
 
 
-def render(spec: dict, **metadata) -> dict:
-    """Altair renderer: spec → MIME bundle (vega-lite JSON + offline HTML).
+def render(spec: dict, **metadata) -> tuple[dict, dict]:
+    """Altair renderer: spec → MIME bundle (vega-lite JSON + text) and its metadata.
 
-    The HTML embeds the rounded datasets as JavaScript arrays rather than strings, which
-    would be escaped twice (in the script, then in the notebook's JSON).
+    No ``text/html``: JupyterLab ranks it above its own Vega-Lite renderer, and a notebook has
+    no offline ``vegaEmbed`` to run it with. The book adds the HTML when it is built
+    (:func:`fairens_core.sphinx_ext.add_chart_html`). The spec is narrowed to
+    :data:`MAX_WIDTH` (:func:`fit_width`) and its datasets compacted (:func:`compact`).
     """
-    small = compact(spec)
-    digest = hashlib.sha1(json.dumps(small, sort_keys=True).encode()).hexdigest()[:10]
-    div_id = f"fairens-chart-{next(_ids)}-{digest}"
-    return {
-        MIME_VEGALITE: small,
-        "text/html": chart_html(rounded(spec), div_id),
-        "text/plain": f"<fairens chart {div_id}: open in JupyterLab or the fairens book>",
-    }
+    small = compact(fit_width(spec))
+    bundle = {MIME_VEGALITE: small,
+              "text/plain": "<fairens chart: drawn by JupyterLab, Jupyter Notebook, VS Code and the fairens book>"}
+    # JupyterLab's Vega renderer reads vega-embed options from the output's metadata.
+    return bundle, {MIME_VEGALITE: {"embed_options": EMBED_OPTIONS}}
+
+
+def div_id(spec: dict, n: int) -> str:
+    """Id of the n-th chart of a page: the counter keeps it unique, the hash tells specs apart."""
+    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    return f"fairens-chart-{n}-{digest}"
+
+
+def book_html(spec: dict, n: int) -> str:
+    """The offline HTML of the n-th chart of a page, from a (compact) spec as stored in a notebook."""
+    return chart_html(expanded(spec), div_id(spec, n))
+
+
+def expanded(spec: dict) -> dict:
+    """`compact` undone: datasets stored as JSON strings become lists again.
+
+    The HTML embeds them as JavaScript arrays rather than strings, which would be escaped
+    twice (in the script, then in the notebook's JSON).
+    """
+    if "datasets" not in spec:
+        return spec
+    return {**spec, "datasets": {name: json.loads(data) if isinstance(data, str) else data
+                                 for name, data in spec["datasets"].items()}}
+
+
+# ---------------------------------------------------------- fitting the column
+
+_VIEW_CHILDREN = ("layer", "hconcat", "vconcat", "concat")
+
+
+def scaled(spec: dict, factor: float) -> dict:
+    """The spec with every view's explicit width (or x step) times ``factor``; heights kept.
+
+    Only view-level ``width`` keys are touched (the root, layers, concatenations, the inner
+    ``spec`` of a facet or repeat), never a mark's or the config's.
+    """
+    def width(w):
+        if isinstance(w, (int, float)) and not isinstance(w, bool):
+            return max(20, int(w * factor))
+        if isinstance(w, dict) and isinstance(w.get("step"), (int, float)):
+            return {**w, "step": max(2, round(w["step"] * factor, 1))}
+        return w  # "container" or absent
+
+    def view(v):
+        if not isinstance(v, dict):
+            return v
+        out = dict(v)
+        if "width" in out:
+            out["width"] = width(out["width"])
+        for key in _VIEW_CHILDREN:
+            if isinstance(out.get(key), list):
+                out[key] = [view(c) for c in out[key]]
+        if isinstance(out.get("spec"), dict):
+            out["spec"] = view(out["spec"])
+        return out
+
+    return view(spec)
+
+
+def rendered_width(spec: dict) -> Optional[float]:
+    """Width in px of the SVG that Vega draws for ``spec`` (axes, legends and titles included).
+
+    None when vl-convert is missing or cannot render the spec. Its text metrics match
+    Chromium's to the pixel on the machine that builds the book; another reader's fonts may
+    differ a little, which the book's CSS absorbs by scaling the SVG down.
+    """
+    try:
+        import vl_convert as vlc
+
+        version = _vegalite_version()
+        svg = vlc.vegalite_to_svg(spec, **({"vl_version": version} if version else {}))
+    except Exception:  # noqa: BLE001 - fitting is cosmetic; never fail a chapter for it
+        return None
+    m = re.search(r'<svg[^>]*\bwidth="([\d.]+)"', svg)
+    return float(m.group(1)) if m else None
+
+
+def fit_width(spec: dict, max_width: int = MAX_WIDTH, min_factor: float = MIN_FACTOR) -> dict:
+    """``spec``, or a copy with narrower views whose drawing is at most ``max_width`` px wide.
+
+    Legends, axes and titles keep their size; the views' widths shrink by a common factor,
+    found by regula falsi on the rendered width (close to linear in it). Views never shrink
+    below ``min_factor`` of their width: a chart that still does not fit (a title or legend
+    wider than the column) is left to the book's CSS, which scales its SVG down.
+    """
+    full = rendered_width(spec)
+    if full is None or full <= max_width:
+        return spec
+    lo, hi = min_factor, 1.0
+    w_lo, w_hi = rendered_width(scaled(spec, lo)), full
+    if w_lo is None or w_lo >= full:
+        return spec  # no explicit widths to shrink
+    if w_lo > max_width:
+        return scaled(spec, lo)
+    for _ in range(4):
+        if max_width - w_lo <= 8:  # close enough to the column
+            break
+        factor = lo + (hi - lo) * (max_width - w_lo) / (w_hi - w_lo)
+        width = rendered_width(scaled(spec, factor))
+        if width is None:
+            break
+        if width <= max_width:
+            lo, w_lo = factor, width
+        else:
+            hi, w_hi = factor, width
+    return scaled(spec, lo)
 
 
 def chart_html(spec: dict, div_id: str) -> str:

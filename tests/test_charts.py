@@ -36,17 +36,21 @@ def bundle_of(chart):
     return out[0] if isinstance(out, tuple) else out
 
 
-def test_enable_activates_renderer(chart):
+def test_enable_activates_renderer_and_theme(chart):
     charts.enable()
-    assert alt.renderers.active == charts.RENDERER
-    bundle = bundle_of(chart)
-    assert set(bundle) == {charts.MIME_VEGALITE, "text/html", "text/plain"}
-    assert bundle[charts.MIME_VEGALITE] == charts.compact(chart.to_dict())
+    assert alt.renderers.active == charts.RENDERER and alt.theme.active == charts.THEME
+    out = chart._repr_mimebundle_()
+    bundle, metadata = out if isinstance(out, tuple) else (out, {})
+    # no text/html: JupyterLab would prefer it to its Vega-Lite renderer (see charts' docstring)
+    assert set(bundle) == {charts.MIME_VEGALITE, "text/plain"}
+    assert bundle[charts.MIME_VEGALITE] == charts.compact(charts.fit_width(chart.to_dict()))
+    assert metadata[charts.MIME_VEGALITE]["embed_options"]["renderer"] == "svg"
+    assert bundle[charts.MIME_VEGALITE]["config"]["legend"]["labelLimit"] == 0
 
 
-def test_html_loads_nothing_from_the_network(chart):
+def test_book_html_loads_nothing_from_the_network(chart):
     charts.enable()
-    html = bundle_of(chart)["text/html"]
+    html = charts.book_html(bundle_of(chart)[charts.MIME_VEGALITE], 1)
     assert not SCRIPT_SRC.search(html), "the snippet must not load scripts"
     assert not NETWORK.search(html)
     assert re.search(r'<div id="fairens-chart-1-[0-9a-f]{10}" class="fairens-chart"></div>', html)
@@ -54,20 +58,93 @@ def test_html_loads_nothing_from_the_network(chart):
     assert html.count("</script>") == 1  # "</" inside the spec is escaped
 
 
+def test_book_html_embeds_datasets_as_arrays(chart):
+    charts.enable()
+    spec = bundle_of(chart)[charts.MIME_VEGALITE]
+    assert all(isinstance(v, str) for v in spec["datasets"].values())
+    html = charts.book_html(spec, 1)
+    (name,) = spec["datasets"]
+    assert f'"{name}":[{{' in html  # a JavaScript array, not a string escaped twice
+
+
 def test_spec_with_closing_tag_cannot_end_the_script():
     html = charts.chart_html({"title": "</script><b>x</b>"}, "fairens-chart-1-x")
     assert html.count("</script>") == 1
 
 
-def test_ids_are_deterministic(chart, df):
+def _notebook(*specs, old_html=None):
+    outputs = [{"output_type": "display_data", "metadata": {}, "data": {charts.MIME_VEGALITE: s, "text/plain": "c"}}
+               for s in specs]
+    if old_html:
+        outputs[0]["data"]["text/html"] = old_html
+    return {"cells": [{"cell_type": "code", "outputs": [o]} for o in outputs]
+            + [{"cell_type": "markdown", "source": "text"}]}
+
+
+def test_book_adds_html_with_stable_ids(chart, df):
+    from fairens_core.sphinx_ext import add_chart_html
+
     charts.enable()
-    first = [bundle_of(chart)["text/html"], bundle_of(chart)["text/html"]]
-    assert first[0] != first[1]  # two displays of one chart get distinct ids
-    charts.enable()  # a fresh notebook run restarts the counter
-    assert [bundle_of(chart)["text/html"], bundle_of(chart)["text/html"]] == first
-    other = charts.line_with_band(df.assign(acc=df.acc + 0.01), "members:Q", "acc:Q", "lo:Q", "hi:Q")
+    spec = bundle_of(chart)[charts.MIME_VEGALITE]
+    other = bundle_of(charts.line_with_band(df.assign(acc=df.acc + 0.01), "members:Q", "acc:Q", "lo:Q", "hi:Q"))
+    nb = _notebook(spec, spec, other[charts.MIME_VEGALITE])
+    assert add_chart_html(nb) == 3
+    ids = [re.search(r'id="([^"]+)"', c["outputs"][0]["data"]["text/html"]).group(1) for c in nb["cells"][:3]]
+    assert ids[0].startswith("fairens-chart-1-") and ids[1].startswith("fairens-chart-2-")
+    assert ids[0][len("fairens-chart-1-"):] == ids[1][len("fairens-chart-2-"):] != ids[2][len("fairens-chart-3-"):]
+    again = _notebook(spec, spec, other[charts.MIME_VEGALITE])
+    add_chart_html(again)
+    assert again == nb  # a rebuild gives the same page
+
+
+def test_book_keeps_stored_html():
+    from fairens_core.sphinx_ext import add_chart_html
+
+    nb = _notebook({"mark": "point"}, {"mark": "bar"}, old_html="<div>stored</div>")
+    assert add_chart_html(nb) == 2
+    assert nb["cells"][0]["outputs"][0]["data"]["text/html"] == "<div>stored</div>"
+    assert 'id="fairens-chart-2-' in nb["cells"][1]["outputs"][0]["data"]["text/html"]
+
+
+def test_wide_chart_is_narrowed_to_the_column(df):
+    import vl_convert as vlc
+
     charts.enable()
-    assert bundle_of(other)["text/html"].split('"')[1] != first[0].split('"')[1]  # id hashes the spec
+    panel = charts.line_with_band(df, "members:Q", "acc:Q", "lo:Q", "hi:Q", "group:N").properties(width=480, height=200)
+    wide = alt.hconcat(panel, panel.properties(title="a long title for the second panel"))
+    spec = bundle_of(wide)[charts.MIME_VEGALITE]
+    assert charts.rendered_width(wide.to_dict()) > charts.MAX_WIDTH
+    assert charts.MAX_WIDTH - 30 <= charts.rendered_width(spec) <= charts.MAX_WIDTH
+    assert [p["height"] for p in spec["hconcat"]] == [200, 200]
+    assert all(240 <= p["width"] < 480 for p in spec["hconcat"])
+    assert vlc.vegalite_to_svg(spec)  # still a valid chart
+
+
+def test_narrow_chart_is_unchanged(chart):
+    spec = chart.properties(width=300).to_dict()
+    assert charts.fit_width(spec) is spec
+
+
+def test_scaled_touches_view_widths_only():
+    spec = {"width": 400, "config": {"view": {"continuousWidth": 300}},
+            "facet": {"field": "f"}, "spec": {"width": {"step": 20}, "mark": {"type": "bar", "width": 5},
+                                              "layer": [{"width": 100, "mark": "line"}]}}
+    half = charts.scaled(spec, 0.5)
+    assert half["width"] == 200 and half["spec"]["width"] == {"step": 10}
+    assert half["spec"]["layer"][0]["width"] == 50
+    assert half["config"] == spec["config"] and half["spec"]["mark"] == spec["spec"]["mark"]
+    assert spec["width"] == 400  # the original is left alone
+
+
+def test_legend_names_series_in_full():
+    import vl_convert as vlc
+
+    charts.enable()
+    name = "coupled to t + re-initialised output layer (all children)"
+    df = pd.DataFrame({"x": [0, 1], "y": [0, 1], "s": [name, "other"]})
+    spec = bundle_of(alt.Chart(df).mark_line().encode(x="x", y="y", color="s"))[charts.MIME_VEGALITE]
+    svg = vlc.vegalite_to_svg(spec)
+    assert name in svg.replace("&amp;", "&") and "…" not in svg
 
 
 def test_line_with_band_layers(chart):
@@ -161,6 +238,19 @@ def test_reexecuted_notebook_has_identical_chart_outputs(tmp_path, make_notebook
     runs = [execute(src, tmp_path / f"run{i}.ipynb") for i in (1, 2)]
     outputs = [[c.outputs for c in nbformat.read(str(r), as_version=4).cells[1:]] for r in runs]
     assert outputs[0] == outputs[1]
-    htmls = [o[0].data["text/html"] for o in outputs[0]]
-    assert "fairens-chart-1-" in htmls[0] and "fairens-chart-2-" in htmls[1]
-    assert all(charts.MIME_VEGALITE in o[0].data for o in outputs[0])
+    for (out,) in outputs[0]:
+        assert set(out.data) == {charts.MIME_VEGALITE, "text/plain"}
+        assert out.metadata[charts.MIME_VEGALITE]["embed_options"] == charts.EMBED_OPTIONS
+
+
+def test_book_drops_widgets_that_need_a_kernel():
+    from fairens_core.sphinx_ext import WIDGET_VIEW, drop_dead_widgets
+
+    bar = {"output_type": "display_data", "metadata": {},
+           "data": {WIDGET_VIEW: {"model_id": "a"}, "text/plain": "run:   0%|          | 0/6250"}}
+    note = {"output_type": "display_data", "metadata": {},
+            "data": {WIDGET_VIEW: {"model_id": "b"}, "text/html": "<p>needs a kernel</p>", "text/plain": "w"}}
+    text = {"output_type": "stream", "name": "stdout", "text": "done\n"}
+    nb = {"cells": [{"cell_type": "code", "outputs": [bar, text, note]}, {"cell_type": "markdown", "source": ""}]}
+    assert drop_dead_widgets(nb) == 1
+    assert nb["cells"][0]["outputs"] == [text, note]
