@@ -11,7 +11,7 @@ notebook output carrying three representations of the same rows:
 * ``text/plain``: a fallback for terminals and plain viewers.
 
 All three are deterministic functions of the rows, so ``nbval`` can compare a
-claims cell marked ``# NBVAL_CHECK_OUTPUT`` against the committed notebook.
+claims cell tagged ``nbval-check-output`` against the committed notebook.
 Keep the ``measured`` strings deterministic too: rounded numbers, no
 wall-clock timings or paths.
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 import html
 from dataclasses import asdict, dataclass
 from os import PathLike
-from typing import Iterable, Mapping, Union
+from typing import Iterable, Mapping, Optional, Union
 
 MIME_TYPE = "application/vnd.fairens.claims+json"
 KEYS = ("claim", "paper", "measured", "holds", "note")
@@ -88,7 +88,56 @@ def show_claims(claims: Iterable[ClaimLike]) -> None:
     """Display the claims table as one output (HTML + JSON + plain text)."""
     from IPython.display import display
 
-    display(claims_bundle(claims), raw=True)
+    global _last_shown
+    _last_shown = [_as_claim(c) for c in claims]
+    display(claims_bundle(_last_shown), raw=True)
+
+
+_last_shown: list = []  # the rows of the latest show_claims call, for summary()
+_MD_SPECIAL = "\\`*_{}[]<>#|$~"
+
+
+def _md(text: str) -> str:
+    """Escape Markdown (and MyST dollar-math) syntax in a claim's text."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text))
+
+
+def summary_text(rows: Iterable[ClaimLike]) -> str:
+    """A short Markdown summary of claims rows: how many hold, which do not, and why.
+
+    Each failing claim is listed with what was measured and its note (the caveat that
+    explains it, where the chapter gives one); the claims that hold are listed briefly.
+    """
+    rows = [_as_claim(r) for r in rows]
+    held = [r for r in rows if r.holds]
+    failed = [r for r in rows if not r.holds]
+    if not rows:
+        return "**What holds and what does not.** This chapter checks no claims."
+    if not failed:
+        verdict = f"all {len(rows)} claims hold in this run." if len(rows) > 1 else "the claim holds in this run."
+    elif not held:
+        verdict = f"none of the {len(rows)} claims holds in this run." if len(rows) > 1 else \
+            "the claim does not hold in this run."
+    else:
+        verdict = f"{len(held)} of {len(rows)} claims hold in this run."
+    said = "; ".join(_md(r.claim) for r in held)
+    lines = [f"**What holds and what does not.** {verdict[0].upper()}{verdict[1:]}"
+             + (f" Holds: {said}." if held else ""), ""]
+    if failed:
+        lines += ["Does not hold:", ""]
+        for r in failed:
+            why = f" Note: {_md(r.note)}" if r.note else ""
+            lines.append(f"- **{_md(r.claim)}**. Measured: {_md(r.measured)}; the paper: {_md(r.paper)}.{why}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def summary(rows: Optional[Iterable[ClaimLike]] = None):
+    """:func:`summary_text` as a displayable Markdown object (rows default to the latest
+    :func:`show_claims` call's), for a chapter's closing cell."""
+    from IPython.display import Markdown
+
+    return Markdown(summary_text(_last_shown if rows is None else rows))
 
 
 def read_claims(notebook_path: Union[str, PathLike]) -> list[dict]:

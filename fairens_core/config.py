@@ -105,7 +105,7 @@ class TrainConfig:
     model: str = "cnn1d"
     width: float = 1
     dropout: float = 0.0
-    # ensemble and randomness (paper 000 §4.2)
+    # ensemble and randomness (Ko et al. 2023, §4.2)
     members: int = 5
     seed: int = 0
     vary: str = "all"  # which sources differ between members, see randomness.VARY_PRESETS
@@ -122,12 +122,12 @@ class TrainConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.0
     augment: tuple = ()  # subset of AUGMENTATIONS
-    # objective (paper 001): L_beta = (1 - beta) * mean member loss + beta * ensemble loss
+    # objective (Jeffares et al. 2023): L_beta = (1 - beta) * mean member loss + beta * ensemble loss
     beta: float = 0.0
     combine: str = "prob"  # ensemble of probabilities or of scores (logits)
     learner_dropout: float = 0.0  # drop members from the ensemble term during training
     allow_unbounded_beta: bool = False  # beta > 1 is unbounded below (Thm 5.1)
-    # coupling (paper 002): one parent for spawn_step steps, then `members` children
+    # coupling: shared early training, then spawned children (the coupling paper): one parent for spawn_step steps, then `members` children
     spawn_step: int | None = None
     spawn_reset: bool = False  # coupled-to-t-reset: fresh optimizer and schedule at the fork
     reinit_fraction: float = 0.0  # share of parameters re-initialised at the fork
@@ -215,10 +215,10 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} must be < epochs={self.epochs}")
         sources = self.vary_sources  # raises on an unknown preset
 
-        # objective (paper 001)
+        # objective (Jeffares et al. 2023)
         if self.beta > 1 and not self.allow_unbounded_beta:
             raise ValueError(
-                f"beta={self.beta} > 1 makes L_beta unbounded below (paper 001, Thm 5.1); "
+                f"beta={self.beta} > 1 makes L_beta unbounded below (Jeffares et al. 2023, Thm 5.1); "
                 "set allow_unbounded_beta=True to train it anyway"
             )
         if self.is_joint:
@@ -235,7 +235,7 @@ class TrainConfig:
         if self.learner_dropout and not self.is_joint:
             raise ValueError("learner_dropout only acts on the ensemble term: it needs beta > 0")
 
-        # coupling (paper 002)
+        # coupling: shared early training, then spawned children (the coupling paper)
         if self.spawn_step is not None:
             if not ({"batch_order", "augmentation"} & set(sources)):
                 raise ValueError(

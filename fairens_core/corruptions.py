@@ -1,4 +1,4 @@
-"""Corrupted test inputs at severities 1-5, for the CIFAR-100-C experiment of paper 000 (§3.2).
+"""Corrupted test inputs at severities 1-5, for the CIFAR-100-C experiment of Ko et al. 2023 (§3.2).
 
 ``corrupt(x, name, severity, seed=0)`` returns a corrupted copy of a batch ``x`` given in the
 dataset's raw format (what ``RunRecord.predict`` takes). The input decides the family:

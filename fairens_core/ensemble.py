@@ -126,7 +126,7 @@ def stacked_channels_last(x: torch.Tensor) -> torch.Tensor:
 
 def reinit_names(counts: list[tuple[str, int]], fraction: float, side: str) -> list[str]:
     """Parameters to re-initialise: whole tensors walked from the input or output side
-    until `fraction` of all parameters is covered (paper 002 §3, 'low' / 'high')."""
+    until `fraction` of all parameters is covered (the coupling paper, §3, 'low' / 'high')."""
     if fraction <= 0:
         return []
     order = counts if side == "input" else counts[::-1]

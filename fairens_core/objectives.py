@@ -1,4 +1,4 @@
-"""Training objectives of an ensemble (paper 001, §5).
+"""Training objectives of an ensemble (Jeffares et al. 2023, §5).
 
 L_beta = (1 - beta) * ERR_bar + beta * ERR, where ERR_bar is the mean loss of the members and
 ERR the loss of the ensemble's combined prediction. beta = 0 is independent training, beta = 1
@@ -45,7 +45,7 @@ def augmented_loss(outputs: torch.Tensor, y: torch.Tensor, beta: float, task: st
                    keep: torch.Tensor | None = None, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """M * L_beta and the per-member losses. outputs (M, B, C), y (B,) shared by all members.
 
-    With learner dropout (`keep`, (M,) bool, paper 001 App. G.7) the ensemble term is the loss
+    With learner dropout (`keep`, (M,) bool, Jeffares et al. 2023, App. G.7) the ensemble term is the loss
     of the k kept members' combined prediction, scaled by k instead of M: each kept member then
     gets a gradient of the same size as in plain joint training of k members (the ensemble
     term's gradient per member shrinks as 1/k), and a dropped member gets none from it.

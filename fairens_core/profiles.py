@@ -113,7 +113,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "full": dict(K=3, corruptions=None, severities=[1, 2, 3, 4, 5], sizes=[1, 2, 3, 5, 10, 20],
                      draws=100, n_eval=2000),
     },
-    # Part II ch. 4 (paper 001 §6.1): L_beta MLP ensembles on tabular regression, members differing by
+    # Part II ch. 4 (Jeffares et al. 2023, §6.1): L_beta MLP ensembles on tabular regression, members differing by
     # init only (beta > 0 shares batches; beta = 0 uses the same vary for a like-for-like grid). 10 MLPs
     # of 32 units, the book's one-cycle SGD for 30 epochs (~3 s per ensemble on diabetes); Abalone
     # (abalone_train overrides) only where its file is present.
@@ -137,7 +137,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
                      dropout_repeats=100, abalone_train=dict(batch_size=64, epochs=30, warmup_epochs=2),
                      abalone_repeats=10),
     },
-    # Part II ch. 5 (paper 001 §6.2, App. G.1): beta = 0 vs 1 trained with Adam at a constant learning
+    # Part II ch. 5 (Jeffares et al. 2023, §6.2, App. G.1): beta = 0 vs 1 trained with Adam at a constant learning
     # rate, per-epoch raw outputs on train and test (track_outputs=-1). Default: diabetes, 5 MLPs,
     # 60 epochs, 5 repeats; full: CIFAR-10, 5 half-width fastcnn members, 30 epochs, 3 repeats (the paper
     # trains 100 epochs with 6 repeats: ~25x the GPU time).
@@ -170,7 +170,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
                                 label_smoothing=0.0, precision="fp32"),
                      hessian_members=10, hessian_examples=2000),
     },
-    # Part II ch. 3: the L_beta sweep (paper 001 §3, §6.3, App. G.2-G.6). vary="init": joint training
+    # Part II ch. 3: the L_beta sweep (Jeffares et al. 2023, §3, §6.3, App. G.2-G.6). vary="init": joint training
     # needs every member on the same batches, so beta = 0 uses them too and differs from beta = 1 by the
     # objective alone. Per-epoch test predictions (track_predictions) give ensemble accuracy during
     # training (Fig. 6 right). At beta = 0 the objective ignores `combine`, so the score-averaging sweep
@@ -190,7 +190,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
                      cnn_train=dict(model="small_cnn", dropout=0.1, optimizer="adam", lr=1e-3, weight_decay=0.0,
                                     schedule="constant", precision="fp32")),
     },
-    # Part II ch. 6: joint training (beta = 1) with learner dropout (paper 001 App. G.7, Fig. 18), next to
+    # Part II ch. 6: joint training (beta = 1) with learner dropout (Jeffares et al. 2023, App. G.7, Fig. 18), next to
     # its independent (beta = 0) reference, with chapter independent_vs_joint's `train`: its beta = 0 and
     # beta = 1 (p = 0) records are cache hits. ~1 min of 2-core CPU by default.
     "learner_dropout": {
@@ -202,7 +202,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "full": dict(train=dict(width=0.5, members=5, vary="init", label_smoothing=0.0, track_predictions=1000),
                      dropouts=[0, 0.2, 0.4, 0.6], repeats=1),
     },
-    # Part V ch. 1 (paper 004 §2.1, Fig. 1): one pool of `members` per width of one architecture; an
+    # Part V ch. 1 (Kondratyuk et al. 2020, §2.1, Fig. 1): one pool of `members` per width of one architecture; an
     # n-member ensemble is a sub-ensemble of its width's pool (all subsets when there are <= draws of
     # them). plateau_at: the size whose share of the pool's gain tests "diminishing returns". Default:
     # cnn1d at four widths on mnist1d (~1.5 min of 2-core CPU); full: fastcnn at four widths (0.016 to
@@ -213,7 +213,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "smoke": dict(train=dict(members=3), widths=[0.25, 0.5], sizes=None, draws=10, plateau_at=2),
         "full": dict(train=dict(members=8), widths=[0.25, 0.5, 1, 2], sizes=None, draws=100, plateau_at=4),
     },
-    # Part IV ch. 1 (paper 003, "Dissecting the Weight Space"): one run of `members` independent
+    # Part IV ch. 1 (Fort et al. 2019, "Dissecting the Weight Space"): one run of `members` independent
     # inits with every epoch's weights and test predictions (shared by all Part IV chapters).
     # member: the run whose checkpoints are compared; late_fraction: within-run pairs are taken
     # among the checkpoints after this share of training. ~15 s of 2-core CPU by default.
@@ -225,7 +225,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "full": dict(train=dict(PART4_FULL_TRAIN), member=0,
                      late_fraction=0.5),
     },
-    # Part IV ch. 4 (paper 003, "Perturbating an already optimized solution"; Fort et al. §4-5): chapter
+    # Part IV ch. 4 (Fort et al. 2019, "Perturbating an already optimized solution"; Fort et al. §4-5): chapter
     # similarity's record (same `train`: a cache hit) plus one dropout run per rate (members=1).
     # samples: functions drawn per sampler setting around member `member`; *_scales: relative noise
     # levels (gaussian) or multipliers of the fitted standard deviation (diagonal, low_rank);
@@ -244,7 +244,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
                      low_rank_scales=[0.5, 1, 2, 4], rank=5, iterate_fraction=0.5, dropout_rates=[0.1, 0.25, 0.5],
                      draws=20),
     },
-    # Part IV ch. 2 (paper 003, "Different Initializations and Their Paths"; Fort et al. Fig. 3):
+    # Part IV ch. 2 (Fort et al. 2019, "Different Initializations and Their Paths"; Fort et al. Fig. 3):
     # chapter similarity's record (a cache hit); the first `runs` members' per-epoch softmax
     # outputs on the first `examples` test examples, embedded jointly with t-SNE (openTSNE),
     # together with `samples` Gaussian perturbations (relative scale `sample_scale`) of each final
@@ -257,7 +257,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "full": dict(train=dict(PART4_FULL_TRAIN), runs=3, examples=1000,
                      samples=5, sample_scale=0.05, perplexity=None),
     },
-    # Part IV ch. 3 (paper 003, "Intrinsic Hardness as a Function of Initialization"): chapter
+    # Part IV ch. 3 (Fort et al. 2019, "Intrinsic Hardness as a Function of Initialization"): chapter
     # similarity's record (a cache hit); per-epoch confusion matrices of the first `runs` members
     # and the overlap of their `hardest` highest-loss test examples.
     "hardness": {
@@ -274,7 +274,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
 }
 
 
-# Part III (paper 002, coupling and re-initialisation). The four chapters train with one recipe,
+# Part III (the coupling paper, coupling and re-initialisation). The four chapters train with one recipe,
 # so they share records: half-width cnn1d members, 10 epochs on mnist1d, with a cosine schedule
 # after a short warm-up (like the paper's step schedule, and unlike the book's one-cycle recipe,
 # the learning rate is high from the first epoch on: with a 2.5-epoch warm-up the parent hardly

@@ -1,6 +1,6 @@
 """Every source of randomness in a training run, each with its own seed.
 
-FAIR-Ensemble (paper 000, §4.2) asks which source of randomness makes ensemble members
+FAIR-Ensemble (Ko et al. 2023, §4.2) asks which source of randomness makes ensemble members
 differ: the initial weights, the order of the mini-batches, or the data augmentation.
 To answer it, each source draws from its own generator, seeded from the run's base seed,
 the source's name and — only if that source *varies* between members — the member index.
@@ -18,7 +18,7 @@ import torch
 
 SOURCES = ("init", "batch_order", "augmentation")
 
-# Named presets of which sources differ between members (paper 000 §4.2 ablations).
+# Named presets of which sources differ between members (Ko et al. 2023, §4.2 ablations).
 VARY_PRESETS = {
     "none": (),  # identical runs: a sanity check, diversity must be zero
     "init": ("init",),

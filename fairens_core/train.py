@@ -7,7 +7,7 @@ reference), of all members or chunks of `max_group`; execution='loop' trains gro
 Every random number a member sees is a function of (seed, source, member, step) only (see
 `randomness`), so neither the mode nor the grouping changes the result beyond float rounding.
 
-Coupled runs (paper 002) first train one parent for `spawn_step` steps with shared
+Coupled runs (the coupling paper) first train one parent for `spawn_step` steps with shared
 randomness, then copy its state (weights, BatchNorm statistics, optimizer state) into every
 child, which continues with its own batch order and augmentation.
 
@@ -294,7 +294,7 @@ def check_finite(cfg, first_bad_step: int) -> None:
 
 
 def learner_dropout_mask(cfg, n: int, step: int) -> torch.Tensor | None:
-    """(n,) bool on the CPU: members kept in the ensemble term at `step` (paper 001 App. G.7); at least one."""
+    """(n,) bool on the CPU: members kept in the ensemble term at `step` (Jeffares et al. 2023, App. G.7); at least one."""
     if not cfg.learner_dropout:
         return None
     keep = torch.rand(n, generator=rnd.generator(cfg.seed, "learner_dropout", step)) >= cfg.learner_dropout
@@ -368,7 +368,7 @@ def train_phase(cfg, ds, data, members, phase, device, workdir, bar, start=None)
 
 def spawn(cfg, parent, members, device, ds):
     """Children of a parent (ensemble of one): copies of its weights, buffers and optimizer state,
-    optionally with a fraction of the weights re-initialised per child (paper 002 §3)."""
+    optionally with a fraction of the weights re-initialised per child (the coupling paper, §3)."""
     ens, opt, history = parent
     n = len(members)
     state = {k: v.expand(n, *v.shape[1:]).clone() for k, v in ens.state_stacked().items()}

@@ -1,4 +1,4 @@
-"""Homogeneous ensembles of decision trees (paper 000 App. H, Table 3).
+"""Homogeneous ensembles of decision trees (Ko et al. 2023, App. H, Table 3).
 
 The paper's non-DNN control: trees of depth 10 on UCI Adult that differ only by scikit-learn's
 `random_state`. With `max_features=None` every split considers every feature, in an order

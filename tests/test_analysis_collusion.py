@@ -1,4 +1,4 @@
-"""Part II analyses (paper 001): diversity identities, L_β, collusion, gradient-adjusted targets."""
+"""Part II analyses (Jeffares et al. 2023): diversity identities, L_β, collusion, gradient-adjusted targets."""
 
 from __future__ import annotations
 

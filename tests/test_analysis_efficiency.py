@@ -1,4 +1,4 @@
-"""Part V analyses (paper 004): sub-ensemble accuracy, costs, Pareto front and crossovers, by hand."""
+"""Part V analyses (Kondratyuk et al. 2020): sub-ensemble accuracy, costs, Pareto front and crossovers, by hand."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Part II analyses (paper 001): independent vs joint training and learner dropout (no training)."""
+"""Part II analyses (Jeffares et al. 2023): independent vs joint training and learner dropout (no training)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Part IV analyses (paper 003, Fort et al. 2019): similarity frames, subspace samplers, ensembles
+"""Part IV analyses (Fort et al. 2019): similarity frames, subspace samplers, ensembles
 and the diversity-vs-accuracy plane, checked against hand-computed values."""
 
 import dataclasses

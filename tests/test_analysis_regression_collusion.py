@@ -1,4 +1,4 @@
-"""Part II analyses of §6.1-6.2 (paper 001): hand-computed diagnostics, trajectories and a CSV run."""
+"""Part II analyses of §6.1-6.2 (Jeffares et al. 2023): hand-computed diagnostics, trajectories and a CSV run."""
 
 import math
 from types import SimpleNamespace

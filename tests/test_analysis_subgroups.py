@@ -1,4 +1,4 @@
-"""Minority-subgroup analyses (paper 000 §3.2, App. H) and the decision-tree ensembles."""
+"""Minority-subgroup analyses (Ko et al. 2023, §3.2, App. H) and the decision-tree ensembles."""
 
 from types import SimpleNamespace
 

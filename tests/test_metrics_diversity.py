@@ -1,4 +1,4 @@
-"""Tests for fairens_core.metrics.diversity (paper 001, Jeffares et al.)."""
+"""Tests for fairens_core.metrics.diversity (Jeffares et al. 2023)."""
 
 import math
 
@@ -287,7 +287,7 @@ def test_learner_dropout_classification_loss():
 
 def test_gradient_adjusted_beta_values():
     assert gradient_adjusted_beta(0.0) == 0.0
-    assert gradient_adjusted_beta(1.0) == pytest.approx(0.75)  # paper 001 App. D
+    assert gradient_adjusted_beta(1.0) == pytest.approx(0.75)  # Jeffares et al. 2023, App. D
     assert gradient_adjusted_beta(1e6) == pytest.approx(1.0)
     assert leave_one_out_gradient_adjusted_beta(0.0, 5) == 0.0
     # γ → β as the ensemble grows (the M − 1 mean approaches the full mean)

@@ -144,7 +144,7 @@ def test_constant_schedule_keeps_the_learning_rate_after_warmup(warmup):
     assert factors[:10] == ([1.0] * 10 if warmup == 0 else [(s + 1) / 10 for s in range(10)])
 
 
-# ---------------------------------------------------------------------------- coupling (paper 002)
+# ---------------------------------------------------------------------------- coupling (the coupling paper)
 def test_spawning_leaves_the_parent_untouched():
     # every group of children starts from the same parent: training one group must not change it
     cfg = tiny(members=4, spawn_step=5, vary="batch_order").validate()
@@ -187,7 +187,7 @@ def test_reinit_names_walk_from_either_side():
     assert reinit_names(counts, 1.0, "output") == ["c", "b", "a"]
 
 
-# ---------------------------------------------------------------------------- objectives (paper 001)
+# ---------------------------------------------------------------------------- objectives (Jeffares et al. 2023)
 def test_l_beta_endpoints():
     torch.manual_seed(0)
     out, y = torch.randn(4, 16, 5), torch.randint(0, 5, (16,))

@@ -1,6 +1,6 @@
-"""Churn: do the members disagree where the ensemble gains? (paper 000 §4.1, Fig. 4, Fig. 22)
+"""Churn: do the members disagree where the ensemble gains? (Ko et al. 2023, §4.1, Fig. 4, Fig. 22)
 
-Churn (paper 000 eq. 1) is the fraction of test examples on which two models predict different
+Churn (Ko et al. 2023, eq. 1) is the fraction of test examples on which two models predict different
 labels; for a pool of members it is averaged over random pairs (`metrics.mean_pairwise_churn`).
 Where all members agree, averaging changes nothing: an ensemble can only repair examples on
 which its members disagree. The paper finds churn far higher on the bottom-k classes than on
@@ -51,7 +51,7 @@ def _churn(probs: torch.Tensor, y: torch.Tensor, classes, pairs: int, seed: int)
 
 def group_churn(probs: torch.Tensor, y: torch.Tensor, k: int, pairs: int = 100, seed: int = 0,
                 reference: int | None = None) -> pd.DataFrame:
-    """Churn of a pool on all / top-k / bottom-k classes (paper 000 §4.1, Fig. 4).
+    """Churn of a pool on all / top-k / bottom-k classes (Ko et al. 2023, §4.1, Fig. 4).
 
     probs (M, N, C) member probabilities, y (N,) labels. Classes are ranked as in
     `fairness.class_groups` (members' average per-class accuracy, or member `reference`).
@@ -69,7 +69,7 @@ def group_churn(probs: torch.Tensor, y: torch.Tensor, k: int, pairs: int = 100, 
 
 def churn_vs_gain(pools: Mapping[str, torch.Tensor], y: torch.Tensor, k: int, pairs: int = 100,
                   seed: int = 0, size: int | None = None, by: str = "group") -> pd.DataFrame:
-    """Churn and ensemble accuracy improvement of several pools, per group (paper 000 Fig. 22).
+    """Churn and ensemble accuracy improvement of several pools, per group (Ko et al. 2023, Fig. 22).
 
     pools: name -> (M_i, N, C) member probabilities on the same test set, y (N,) labels.
     Every pool is cut to its first `size` members (default: the smallest pool), so that gains of

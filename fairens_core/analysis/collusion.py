@@ -1,4 +1,4 @@
-"""Part II analyses (paper 001, Jeffares et al. 2023): diversity, the augmented objective, collusion.
+"""Part II analyses (Jeffares et al. 2023 2023): diversity, the augmented objective, collusion.
 
 Chapter `diversity` checks on real member predictions that diversity DIV = ERR-bar − ERR
 (Def. 4.2) equals its closed forms (§4.2, Thm 4.3) and the Hessian form of Thm 4.5, and
@@ -80,7 +80,7 @@ def identity_table(reg_preds, reg_targets, logits, labels, weighting: str = "uni
                    seed: int = 0) -> pd.DataFrame:
     """DIV from ERR-bar − ERR next to its closed form, for four loss / aggregation pairs.
 
-    * squared error on regression outputs: ambiguity Σ_j w_j (f_j − f̄)² (paper 001 eq. 1);
+    * squared error on regression outputs: ambiguity Σ_j w_j (f_j − f̄)² (Jeffares et al. 2023, eq. 1);
     * Brier score on class probabilities: Σ_j w_j ‖p_j − p̄‖² (§4.2);
     * cross-entropy, score averaging: Σ_j w_j KL(q̄ ‖ p_j) (§4.2 ①);
     * cross-entropy, probability averaging: Σ_j w_j log(p̄_k⋆ / p_j,k⋆) (Thm 4.3).
@@ -127,7 +127,7 @@ def log_cosh(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def probability_cross_entropy(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """−yᵀ log p on probabilities (probability averaging); Hessian diag(y ⊘ p²) (paper 001 §4.2)."""
+    """−yᵀ log p on probabilities (probability averaging); Hessian diag(y ⊘ p²) (Jeffares et al. 2023, §4.2)."""
     return -(y * torch.log(p)).sum()
 
 
@@ -153,7 +153,7 @@ def general_decomposition(loss_fn: LossFn, preds, targets, weights=None) -> D.Di
 
 
 def hessian_form(cases: dict, weights=None, grid_size: int = 21) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Thm 4.5 of paper 001 on real predictions: DIV = ½ Σ_j w_j d_jᵀ H_L(f̄ + c_j d_j, y) d_j.
+    """Thm 4.5 of Jeffares et al. 2023 on real predictions: DIV = ½ Σ_j w_j d_jᵀ H_L(f̄ + c_j d_j, y) d_j.
 
     For every member and example the c_j ∈ [0, 1] of the Lagrange remainder (App. C.2) is
     found numerically (`metrics.lagrange_intermediate_points`); with them the Hessian form
@@ -199,7 +199,7 @@ def _colluding_pair(f_bar, direction, delta: float) -> torch.Tensor:
 
 
 def collusion_points(f_bar, target, deltas: Iterable[float], direction=(1.0, -1.0)) -> pd.DataFrame:
-    """Positions in a 2-D output space of Fig. 1 (paper 001): target, ensemble and two colluders.
+    """Positions in a 2-D output space of Fig. 1 (Jeffares et al. 2023): target, ensemble and two colluders.
 
     Returns one row per (delta, point) with columns delta, point, out_1, out_2.
     """
@@ -214,7 +214,7 @@ def collusion_points(f_bar, target, deltas: Iterable[float], direction=(1.0, -1.
 
 def collusion_losses(f_bar, target, deltas: Iterable[float], direction=(1.0, -1.0),
                      loss: D.Loss = "mse") -> pd.DataFrame:
-    """ERR, ERR-bar and DIV of two learners colluding around a fixed ensemble (paper 001 Fig. 1).
+    """ERR, ERR-bar and DIV of two learners colluding around a fixed ensemble (Jeffares et al. 2023, Fig. 1).
 
     The learners sit at f̄ ± δ·v, so the ensemble — and ERR — never moves, while ERR-bar and
     DIV grow with δ (for squared error both by exactly δ²). ``loss`` as in
@@ -248,7 +248,7 @@ def _engine_terms(outputs: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[to
 
 
 def l_beta(outputs: torch.Tensor, y: torch.Tensor, beta: float, loss: str = "mse") -> torch.Tensor:
-    """L_β = (1 − β)·ERR-bar + β·ERR (paper 001 eq. 2) as the engine trains it, divided by M.
+    """L_β = (1 − β)·ERR-bar + β·ERR (Jeffares et al. 2023, eq. 2) as the engine trains it, divided by M.
 
     `objectives.augmented_loss` returns M·L_β (so that each member's gradient at β = 0 is
     that of its own loss); we divide by M to get L_β itself. outputs (M, N, C) logits, or
@@ -260,7 +260,7 @@ def l_beta(outputs: torch.Tensor, y: torch.Tensor, beta: float, loss: str = "mse
 
 
 def interpolation_table(outputs, y, betas: Iterable[float], loss: str = "mse") -> pd.DataFrame:
-    """L_β of the engine against ERR-bar − β·DIV of the metrics, for a grid of β (paper 001 eq. 2).
+    """L_β of the engine against ERR-bar − β·DIV of the metrics, for a grid of β (Jeffares et al. 2023, eq. 2).
 
     Two independent implementations: `objectives.augmented_loss` (what training minimises)
     and `metrics.diversity_decomposition`. At β = 0 L_β is ERR-bar (independent training),
@@ -293,7 +293,7 @@ def interpolation_table(outputs, y, betas: Iterable[float], loss: str = "mse") -
 def collusion_descent(loss: str = "mse", betas: Iterable[float] = (0.0, 0.5, 1.0, 1.5, 2.0), steps: int = 300,
                       lr: float = 0.05, members: int = 2, examples: int = 16, classes: int = 3,
                       seed: int = 0) -> pd.DataFrame:
-    """Minimise L_β over free member predictions with Adam (paper 001 Thm 5.1, App. F).
+    """Minimise L_β over free member predictions with Adam (Jeffares et al. 2023, Thm 5.1, App. F).
 
     The "learners" are the predictions themselves, a (members, examples, D) tensor with no
     network in between, so nothing but the objective limits them. Targets and the starting
@@ -371,7 +371,7 @@ def detached_target_beta(alpha: float, members: int | None = None) -> float:
 
 
 def gradient_adjusted_check(preds, targets, alphas: Iterable[float], leave_one_out: bool = False) -> pd.DataFrame:
-    """App. D of paper 001: GAT objective = (1 + α)²·L_β, checked in value and gradient.
+    """App. D of Jeffares et al. 2023: GAT objective = (1 + α)²·L_β, checked in value and gradient.
 
     For each α, the gradient-adjusted-target loss (`metrics.gradient_adjusted_target_loss`,
     eq. 8, or eq. 10 with ``leave_one_out``) and (1 + α)² times the engine's L_β at
@@ -433,7 +433,7 @@ def _fixed_target_loss(f: torch.Tensor, y: torch.Tensor, alpha: float, leave_one
 
 
 def gat_beta_curves(alphas: Iterable[float], sizes: Iterable[int]) -> pd.DataFrame:
-    """β as a function of the target step α (paper 001 Fig. 8-9).
+    """β as a function of the target step α (Jeffares et al. 2023, Fig. 8-9).
 
     One row per (alpha, curve): the full-ensemble step (Thm D.1, β = 1 − 1/(1+α)², Fig. 9)
     and the M − 1 step for each ensemble size in `sizes` (Thm D.3, Fig. 8). Columns alpha,

@@ -1,4 +1,4 @@
-"""Who gains from the ensemble when the test inputs are corrupted (paper 000 §3.2, Fig. 3 right, 21).
+"""Who gains from the ensemble when the test inputs are corrupted (Ko et al. 2023, §3.2, Fig. 3 right, 21).
 
 The paper evaluates its CIFAR-100 ensembles on CIFAR-100-C (Hendrycks & Dietterich's 19
 corruptions at severities 1-5) and reports the relative gain of the ensemble over a single model
@@ -105,7 +105,7 @@ def average_over_corruptions(frame: pd.DataFrame, by: Sequence[str] = ("severity
 
 def severity_curves(probs_by: Probs, y: torch.Tensor, k: int, sizes: Sequence[int] | None = None,
                     draws: int = 100, seed: int = 0) -> pd.DataFrame:
-    """Gain against ensemble size for every corruption and severity (paper 000 Fig. 3 right).
+    """Gain against ensemble size for every corruption and severity (Ko et al. 2023, Fig. 3 right).
 
     Groups as in `severity_gains` (fixed on the clean inputs); sub-ensembles drawn with the App.
     A.1 protocol of `metrics.ensemble_size_curve`, the same draws for every corruption. Returns
@@ -154,7 +154,7 @@ def severity_trend(frame: pd.DataFrame) -> pd.DataFrame:
 
 def signal_examples(x: torch.Tensor, corruptions: Sequence[str], severities: Sequence[int],
                     seed: int = 0) -> pd.DataFrame:
-    """One signal under every corruption and severity, for plotting (paper 000 Fig. 20's analogue).
+    """One signal under every corruption and severity, for plotting (Ko et al. 2023, Fig. 20's analogue).
 
     x: (1, C, L) float, one signal; channel 0 is returned. Rows: corruption, severity, t, value.
     """

@@ -1,6 +1,6 @@
-"""Coupling conditions and what they do to K-ensembles (paper 002 §1-2, Fig. 1a-f, Fig. 2).
+"""Coupling conditions and what they do to K-ensembles (the coupling paper, §1-2, Fig. 1a-f, Fig. 2).
 
-Paper 002 asks how much of the diversity that makes deep ensembles work is still reachable
+The coupling paper asks how much of the diversity that makes deep ensembles work is still reachable
 after the members have shared the first t steps of training. It compares four conditions
 (§1), which map onto `TrainConfig` fields as follows:
 
@@ -136,7 +136,7 @@ def k_subsets(members: int, k: int, draws: int = 20, seed: int = 0) -> list[tupl
 
 def ensemble_scores(probs: torch.Tensor, y: torch.Tensor, k: int | None = None, draws: int = 20,
                     seed: int = 0, n_bins: int = 15) -> dict[str, float]:
-    """How a K-ensemble compares with its members (paper 002 Fig. 1a-d), averaged over K-subsets.
+    """How a K-ensemble compares with its members (the coupling paper, Fig. 1a-d), averaged over K-subsets.
 
     Args:
         probs: (M, N, C) member probabilities; y: (N,) labels.

@@ -1,4 +1,4 @@
-"""Part V analyses (paper 004, Kondratyuk et al. 2020): accuracy per FLOP of ensembles of a width family.
+"""Part V analyses (Kondratyuk et al. 2020, Kondratyuk et al. 2020): accuracy per FLOP of ensembles of a width family.
 
 One pool of M members is trained per width; every ensemble of n ≤ M members is a sub-ensemble of
 that pool (so each width is trained once). The functions below turn those pools into tidy
@@ -7,7 +7,7 @@ the Pareto front of accuracy vs FLOPs, and the crossovers between consecutive wi
 
 Cost conventions (per test example; 1 multiply-add = 2 FLOPs, as `torch.utils.flop_counter`):
 
-* inference FLOPs of an n-member ensemble = n × the member's forward FLOPs (paper 004 §4,
+* inference FLOPs of an n-member ensemble = n × the member's forward FLOPs (Kondratyuk et al. 2020, §4,
   `metrics.ensemble_flops`); the member's forward FLOPs come from the record's meta;
 * training FLOPs of a member = FLOPs of one forward + backward pass per example (counted by
   `torch.utils.flop_counter` on a fresh member) × examples seen in training
@@ -33,7 +33,7 @@ from ..records import RunRecord
 from ..runner import run
 
 AGGREGATIONS = ("arithmetic", "geometric")
-_AGGREGATE = {"arithmetic": M.mean_probs, "geometric": M.geometric_mean_probs}  # paper 004 eq. 1
+_AGGREGATE = {"arithmetic": M.mean_probs, "geometric": M.geometric_mean_probs}  # Kondratyuk et al. 2020, eq. 1
 COSTS = ("flops", "train_flops", "train_seconds")
 INTEGER_WIDTH_MODELS = ("wrn16",)  # width is WRN-16-k's integer k
 
@@ -163,7 +163,7 @@ def accuracy_by_size(probs: torch.Tensor, y: torch.Tensor, sizes: Sequence[int] 
     probs (M, N, C) member probabilities, y (N,). For each size n, ``draws`` random sets of n
     members (every set exactly once when there are no more than ``draws``: all 255 subsets of a
     pool of 8 with the default), aggregated by the arithmetic mean of probabilities and by the
-    geometric mean (paper 004 eq. 1). "The models are chosen randomly" (paper 004 §3).
+    geometric mean (Kondratyuk et al. 2020, eq. 1). "The models are chosen randomly" (Kondratyuk et al. 2020, §3).
 
     Returns one row per (n, aggregation): n, aggregation, accuracy (mean over the sets),
     accuracy_std, subsets (number of sets).
@@ -180,7 +180,7 @@ def accuracy_by_size(probs: torch.Tensor, y: torch.Tensor, sizes: Sequence[int] 
 
 def efficiency_table(records: Sequence[RunRecord], sizes: Sequence[int] | None = None, draws: int = 100,
                      seed: int = 0) -> pd.DataFrame:
-    """Accuracy and cost of every (width, n, aggregation): the points of paper 004 Fig. 1.
+    """Accuracy and cost of every (width, n, aggregation): the points of Kondratyuk et al. 2020, Fig. 1.
 
     One record (a pool) per width. Costs of an n-member ensemble are n times a member's:
     ``flops`` (inference FLOPs per example, via `metrics.ensemble_flops`), ``parameters``,
@@ -210,7 +210,7 @@ def efficiency_table(records: Sequence[RunRecord], sizes: Sequence[int] | None =
 def pareto_front(frame: pd.DataFrame, cost: str = "flops", value: str = "accuracy") -> pd.Series:
     """Boolean mask of the rows that no other row dominates (cost ≤, value ≥, one of them strictly).
 
-    Paper 004 reads its figures this way: a point "above and to the left" of another is the
+    Kondratyuk et al. (2020) reads its figures this way: a point "above and to the left" of another is the
     better trade-off (§4). Rows with equal cost and value are all kept.
     """
     c, v = frame[cost].to_numpy(float), frame[value].to_numpy(float)
@@ -228,7 +228,7 @@ def with_pareto(table: pd.DataFrame, cost: str = "flops", value: str = "accuracy
 def crossovers(table: pd.DataFrame, aggregation: str = "arithmetic", cost: str = "flops") -> pd.DataFrame:
     """Narrow ensembles against the next wider model, for each pair of consecutive widths.
 
-    ``cost`` is the column that prices an ensemble: "flops" (inference, paper 004 §4),
+    ``cost`` is the column that prices an ensemble: "flops" (inference, Kondratyuk et al. 2020, §4),
     "train_flops" or "train_seconds". Columns of the result:
 
       narrow, wide                 the two widths;
@@ -241,7 +241,7 @@ def crossovers(table: pd.DataFrame, aggregation: str = "arithmetic", cost: str =
       margin                       best_at_wide_cost − wide_accuracy (> 0: ensembling wins at equal cost);
       switch_n                     smallest n at which some ensemble of the wider width is at least as accurate for
                                    no more cost (one of the two strictly): beyond n = switch_n − 1 the next width is
-                                   the better buy (paper 004 §4's crossover; NaN: not within the pool).
+                                   the better buy (Kondratyuk et al. 2020, §4's crossover; NaN: not within the pool).
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation={aggregation!r}: choose one of {list(AGGREGATIONS)}")

@@ -1,4 +1,4 @@
-"""Part I analyses (paper 000, FAIR-Ensemble): who gains from a homogeneous ensemble.
+"""Part I analyses (Ko et al. 2023, FAIR-Ensemble): who gains from a homogeneous ensemble.
 
 Each function turns a pool of member predictions into a tidy `pandas.DataFrame` that a
 chapter plots in a few lines. The metrics themselves live in `fairens_core.metrics`.
@@ -21,7 +21,7 @@ def class_groups(probs: torch.Tensor, y: torch.Tensor, k: int, reference: int | 
     probs (M, N, C). Classes are ranked by the members' average per-class accuracy (stable:
     one model's ranking is noisy, and choosing the worst classes of a model on the same test
     set flatters its ensemble by regression to the mean) or, with `reference=m`, by member m
-    alone as in paper 000 §3.1.
+    alone as in Ko et al. 2023, §3.1.
     """
     ref = probs if reference is None else probs[reference]
     return {"all": None, "top-k": M.top_k_classes(ref, y, k), "bottom-k": M.bottom_k_classes(ref, y, k)}
@@ -36,7 +36,7 @@ def gain_curves(probs: torch.Tensor, y: torch.Tensor, k: int, sizes=None, draws:
                 seed: int = 0, reference: int | None = None) -> pd.DataFrame:
     """Accuracy and relative gain vs ensemble size for all / top-k / bottom-k classes.
 
-    Paper 000 Fig. 1-2 with the App. A.1 protocol: for each size S, `draws` random sets of S
+    Ko et al. (2023) Fig. 1-2 with the App. A.1 protocol: for each size S, `draws` random sets of S
     members from the pool, probability-averaged; relative gain = ensemble accuracy on the group
     / average single-model accuracy on the same group. Returns one row per (size, group) with
     columns size, group, accuracy, accuracy_std, gain, gain_std.
@@ -58,7 +58,7 @@ def gain_curves(probs: torch.Tensor, y: torch.Tensor, k: int, sizes=None, draws:
 
 
 def single_vs_ensemble(probs: torch.Tensor, y: torch.Tensor, k: int, reference: int | None = None) -> pd.DataFrame:
-    """Absolute accuracy (%) of the average single model and of the full ensemble (paper 000 Table 1)."""
+    """Absolute accuracy (%) of the average single model and of the full ensemble (Ko et al. 2023, Table 1)."""
     groups = class_groups(probs, y, k, reference)
     single = single_model_accuracy(probs, y, groups)
     ens = M.mean_probs(probs)
@@ -71,7 +71,7 @@ def single_vs_ensemble(probs: torch.Tensor, y: torch.Tensor, k: int, reference: 
 
 
 def k_sweep(probs: torch.Tensor, y: torch.Tensor, ks, sizes=None, draws: int = 100, seed: int = 0) -> pd.DataFrame:
-    """`gain_curves` for several K, stacked with a column k (paper 000 Fig. 9, 12)."""
+    """`gain_curves` for several K, stacked with a column k (Ko et al. 2023, Fig. 9, 12)."""
     frames = [gain_curves(probs, y, k, sizes, draws, seed).assign(k=k) for k in ks]
     return pd.concat(frames, ignore_index=True)
 
@@ -99,7 +99,7 @@ def size_to_reach(curves: pd.DataFrame, fraction: float = 0.95) -> pd.DataFrame:
 
 
 def subgroup_table(probs: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, names: list[str]) -> pd.DataFrame:
-    """Accuracy of the average member and of the ensemble on every subgroup (paper 000 App. H).
+    """Accuracy of the average member and of the ensemble on every subgroup (Ko et al. 2023, App. H).
 
     probs (M, N, C); groups (N,) integer codes; `names[code]` labels the subgroups.
     """

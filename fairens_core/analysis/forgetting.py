@@ -1,7 +1,7 @@
-"""Forgetting events during training and after a spawn (paper 002 §2.1, Fig. 1g-h).
+"""Forgetting events during training and after a spawn (the coupling paper, §2.1, Fig. 1g-h).
 
 A forgetting event (Toneva et al. 2019) is a test example that was classified correctly at
-one evaluation and wrongly at the next. Paper 002 counts them on the test set once per
+one evaluation and wrongly at the next. The coupling paper counts them on the test set once per
 epoch: Fig. 1g shows the events per epoch, averaged over independent runs, against the
 epochs of training (with the learning-rate drops marked); Fig. 1h sums each child's events
 over its training after the fork, for children of the coupled-to-t-reset condition, against

@@ -1,4 +1,4 @@
-"""Part II analyses (paper 001, Jeffares et al. 2023): independent vs joint training, learner dropout.
+"""Part II analyses (Jeffares et al. 2023 2023): independent vs joint training, learner dropout.
 
 Chapter `independent_vs_joint` trains ensembles with the augmented objective
 L_β = (1 − β)·ERR-bar + β·ERR (eq. 2) for a grid of β, from independent (β = 0) to joint
@@ -31,7 +31,7 @@ METRICS = ("ensemble_acc", "member_acc", "member_acc_min", "ERR", "ERR_bar", "DI
 
 
 def ensemble_metrics(logits, labels, combine: str = "prob") -> dict:
-    """Accuracy, loss and diversity of one ensemble on one test set (paper 001 §4, §6.3).
+    """Accuracy, loss and diversity of one ensemble on one test set (Jeffares et al. 2023, §4, §6.3).
 
     Args:
         logits: (M, N, C) member scores.
@@ -96,7 +96,7 @@ def sweep_table(records, combine: str | None = None) -> pd.DataFrame:
 
 
 def beta_sweep_table(records, combine: str | None = None) -> pd.DataFrame:
-    """The L_β sweep of paper 001 Fig. 6 (left), 13, 14, 17 (and Table 1 at β ∈ {0, 1}).
+    """The L_β sweep of Jeffares et al. 2023, Fig. 6 (left), 13, 14, 17 (and Table 1 at β ∈ {0, 1}).
 
     :func:`sweep_table` of the records, averaged over seeds: one row per (members, combine, β)
     with the mean of every metric and its standard error over seeds (columns ``<metric>_se``,
@@ -106,7 +106,7 @@ def beta_sweep_table(records, combine: str | None = None) -> pd.DataFrame:
 
 
 def dropout_table(records, combine: str | None = None) -> pd.DataFrame:
-    """Learner dropout during joint training, paper 001 App. G.7 (Fig. 18).
+    """Learner dropout during joint training, Jeffares et al. 2023, App. G.7 (Fig. 18).
 
     As :func:`beta_sweep_table` but one row per (members, combine, β, learner_dropout), so that
     the independent reference (β = 0) and the joint ensembles with dropout p sit in one table.
@@ -128,7 +128,7 @@ def average_seeds(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def training_curves(records, combine: str | None = None, eps: float = 1e-7) -> pd.DataFrame:
-    """Test accuracy during training (paper 001 Fig. 6 right, on our test set).
+    """Test accuracy during training (Jeffares et al. 2023, Fig. 6 right, on our test set).
 
     For every record and evaluation point: the mean member test accuracy (from the record's
     history) and, when the record kept per-epoch predictions (``track_predictions``), the
@@ -169,7 +169,7 @@ def late_rise_share(values: pd.Series) -> float:
     """Share of the total rise of a curve (indexed by β, increasing) that happens in its last step.
 
     For DIV against β: (DIV(β_last) − DIV(β_prev)) / (DIV(β_last) − DIV(β_first)). Near 1: the
-    curve is flat and jumps at the end ("diversity rises only as β → 1", paper 001 §6.1, §6.3);
+    curve is flat and jumps at the end ("diversity rises only as β → 1", Jeffares et al. 2023, §6.1, §6.3);
     1/(steps) for a straight line. NaN if the curve does not rise overall.
     """
     v = values.sort_index()
@@ -219,7 +219,7 @@ def long_format(table: pd.DataFrame, metrics: Mapping[str, str], x: str = "beta"
 
 
 def member_table(records) -> pd.DataFrame:
-    """Every member's own test accuracy (paper 001 §6.3, App. G.7: how weak the base learners are).
+    """Every member's own test accuracy (Jeffares et al. 2023, §6.3, App. G.7: how weak the base learners are).
 
     One row per (record, member): beta, learner_dropout, seed, member (0-based), accuracy (fraction),
     final_train_loss (the member's mean training loss over its last epoch, from the history).

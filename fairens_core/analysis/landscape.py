@@ -1,4 +1,4 @@
-"""Part IV analyses (paper 003, a report on Fort, Hu & Lakshminarayanan 2019, "Deep Ensembles:
+"""Part IV analyses (Fort et al. 2019, a report on Fort, Hu & Lakshminarayanan 2019, "Deep Ensembles:
 A Loss Landscape Perspective"): how far apart are the solutions that ensembles average?
 
 Three families of helpers, each turning run records into tidy `pandas.DataFrame`s:
@@ -333,7 +333,7 @@ def function_points(logits: torch.Tensor, reference: torch.Tensor, y: torch.Tens
 def ensemble_accuracy_curve(logits: torch.Tensor, y: torch.Tensor, sizes=None, draws: int = 20, seed: int = 0,
                             **labels) -> pd.DataFrame:
     """Accuracy of probability-averaged sub-ensembles vs their size (report "Accuracy as a Function of
-    Ensemble Size"; sampling of paper 000 App. A.1: `draws` random subsets per size).
+    Ensemble Size"; sampling of Ko et al. 2023, App. A.1: `draws` random subsets per size).
 
     Args:
         logits: (S, N, C) scores of a pool of S functions.

@@ -1,4 +1,4 @@
-"""Which randomness matters (paper 000, FAIR-Ensemble §4.2-4.3).
+"""Which randomness matters (Ko et al. 2023, FAIR-Ensemble §4.2-4.3).
 
 The chapter trains one ensemble per *source* of randomness — members that differ only in
 their initial weights, only in the order of the mini-batches, only in the augmentation
@@ -8,7 +8,7 @@ ensemble (see `fairens_core.randomness.VARY_PRESETS`), all trained with the same
 on the same data; and returns a tidy `pandas.DataFrame` in percentage points.
 
 The top-k and bottom-k classes are ranked once for all sources (`class_groups`), so that
-the sources are compared on the same classes, as paper 000 does with one base model shared
+the sources are compared on the same classes, as Ko et al. 2023 does with one base model shared
 across its ablations (App. A.1).
 """
 
@@ -66,7 +66,7 @@ def class_groups(records: Mapping, k: int) -> dict[str, torch.Tensor | None]:
 def source_trajectories(records: Mapping, k: int) -> pd.DataFrame:
     """Test accuracy of every member after every epoch, overall and on the top-k / bottom-k classes.
 
-    Paper 000 §4.2, Fig. 5 (left): the training curves of the members of each ablation.
+    Ko et al. (2023) §4.2, Fig. 5 (left): the training curves of the members of each ablation.
     Needs per-epoch test probabilities, `record.test_probs_trajectory` (M, E, n, C): records
     trained with `track_predictions=n` (-1: the whole test set), the same n for every record;
     the curves are measured on those first n test examples (the class groups on the whole set).
@@ -100,7 +100,7 @@ def source_trajectories(records: Mapping, k: int) -> pd.DataFrame:
 
 
 def trajectory_spread(trajectories: pd.DataFrame) -> pd.DataFrame:
-    """How far apart the members' training curves are, per source and group (paper 000 §4.2, Fig. 5 right).
+    """How far apart the members' training curves are, per source and group (Ko et al. 2023, §4.2, Fig. 5 right).
 
     `trajectories` is the frame of `source_trajectories`. For every (source, group):
     l1_distance = mean over epochs of the mean |a_i(e) - a_j(e)| over member pairs (points),
@@ -121,7 +121,7 @@ def trajectory_spread(trajectories: pd.DataFrame) -> pd.DataFrame:
 
 
 def top_bottom_gap_curves(records: Mapping, k: int, sizes=None, draws: int = 100, seed: int = 0) -> pd.DataFrame:
-    """Top-k minus bottom-k accuracy of the ensemble as it grows, per source (paper 000 Fig. 6, 13, 15).
+    """Top-k minus bottom-k accuracy of the ensemble as it grows, per source (Ko et al. 2023, Fig. 6, 13, 15).
 
     For each ensemble size S, `draws` random sets of S members of one source are
     probability-averaged (App. A.1 protocol, `metrics.ensemble_size_curve`); 0 would mean

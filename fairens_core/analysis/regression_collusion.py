@@ -1,4 +1,4 @@
-"""Part II, learner collusion in practice (paper 001, Jeffares et al. 2023, §6.1-6.2).
+"""Part II, learner collusion in practice (Jeffares et al. 2023 2023, §6.1-6.2).
 
 Chapter `tabular_collusion` (§6.1, Fig. 2-4, App. B) trains MLP ensembles on tabular
 regression with the augmented objective L_β for a grid of β and measures, on the test set,
@@ -78,7 +78,7 @@ def beta_sweep(base: TrainConfig, betas: Iterable[float], seed_list: Sequence[in
     """Train (or load) one ensemble per (β, seed) and measure :func:`collusion_metrics` on its test set.
 
     Every run is ``base`` with ``beta`` and ``seed`` replaced, trained with L_β
-    (paper 001 eq. 2); members differ by their initialisation only (β > 0 needs shared
+    (Jeffares et al. 2023, eq. 2); members differ by their initialisation only (β > 0 needs shared
     batches). The dataset may be any regression dataset of `fairens_core.data`, e.g. a
     UCI-style CSV (``dataset="csv"``).
 

@@ -1,8 +1,8 @@
-"""Re-initialising part of the parent at the fork (paper 002 §3, Fig. 1i-j, Fig. 3).
+"""Re-initialising part of the parent at the fork (the coupling paper, §3, Fig. 1i-j, Fig. 3).
 
 At the spawn time t every child gets the parent's weights except for a share of the
 parameters, which it draws afresh from the initialiser with its own seed, and then trains
-with its own batch order (the engine's `reinit_fraction` / `reinit_from`). Paper 002 walks
+with its own batch order (the engine's `reinit_fraction` / `reinit_from`). The coupling paper walks
 through the network from the input ("low" layers, `reinit_from="input"`) or from the output
 ("high", `reinit_from="output"`), re-initialising a growing share of the parameters, and
 measures what the children's K-ensemble gains (Fig. 1i-j) and the error barrier on the
@@ -174,7 +174,7 @@ def child_pairs(members: int, pairs: int) -> list[tuple[int, int]]:
 
 def barrier_curves(record, test: TestSet | None = None, pairs: int = 2, alphas: int | Sequence[float] = 11,
                    device: str = "cpu") -> pd.DataFrame:
-    """Test error on the linear path between pairs of members of `record` (paper 002 Fig. 3).
+    """Test error on the linear path between pairs of members of `record` (the coupling paper, Fig. 3).
 
     θ(α) = (1 − α) θ_i + α θ_j, α on a grid from 0 to 1 (`metrics.interpolation_curve`);
     BatchNorm statistics, if the model has any, are re-estimated on training inputs at

@@ -1,6 +1,6 @@
 """Part I, minority subgroups: does the ensemble help an under-represented group most?
 
-Paper 000 §3.1-3.2 (CelebA: blond *males*), §4.2-4.3 (which source of randomness matters)
+Ko et al. (2023) §3.1-3.2 (CelebA: blond *males*), §4.2-4.3 (which source of randomness matters)
 and App. H, Tables 2-3 (UCI Adult, >50K, by race and sex; an MLP and a decision-tree
 ensemble). The protected attribute is not the target: every test example carries a subgroup
 code (synthetic `group`, Adult `race` / `sex`, CelebA `Male`), and we compare the ensemble
@@ -21,7 +21,7 @@ from ..randomness import parse_vary
 from ..runner import run
 from .fairness import subgroup_table
 
-# Paper 000 §4.2 names of the ablations: which sources of randomness differ between members.
+# Ko et al. (2023) §4.2 names of the ablations: which sources of randomness differ between members.
 ABLATIONS = {
     "batch_order": "BatchOrder",
     "init": "Init",
@@ -36,7 +36,7 @@ def subgroup_rows(probs: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, na
     """Average member vs ensemble on every subgroup of one ensemble.
 
     probs (M, N, C) member probabilities, y (N,) labels, groups (N,) codes indexing `names`.
-    `label`: keep only the examples of that class (paper 000 App. H rows are ">50K" examples).
+    `label`: keep only the examples of that class (Ko et al. 2023, App. H rows are ">50K" examples).
     `pooled`: extra subgroups made of several names, e.g. {"Nonwhite": [...]} (App. H Table 2).
 
     One row per subgroup: "all" (every kept example), then `names` in code order (absent
@@ -111,7 +111,7 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
 
     Columns: ablation, subgroup, n, base, base_std, ensemble, ensemble_std, points
     (ensemble - base), gain, gain_std, churn; rows in the order of `frame`. Standard
-    deviations are population ones (ddof=0), as for a handful of repeats in paper 000.
+    deviations are population ones (ddof=0), as for a handful of repeats in Ko et al. 2023.
     """
     f = frame.assign(base=100 * frame["base"], ensemble=100 * frame["ensemble"], churn=100 * frame["churn"])
     f["points"] = f["ensemble"] - f["base"]
@@ -145,7 +145,7 @@ def gain_by_role(frame: pd.DataFrame, minority: str | None = None, majority: str
 
 
 def minority_vs_majority(frame: pd.DataFrame, minority: str | None = None, majority: str | None = None) -> pd.DataFrame:
-    """Per ablation: does the minority gain more than the majority? (paper 000 §3.2, Fig. 3)
+    """Per ablation: does the minority gain more than the majority? (Ko et al. 2023, §3.2, Fig. 3)
 
     Subgroups chosen as in `gain_by_role`. The gap (minority gain - majority gain) is taken
     within each repeat, then averaged. Columns: ablation, minority, majority, minority_gain,
@@ -167,7 +167,7 @@ def minority_vs_majority(frame: pd.DataFrame, minority: str | None = None, major
 
 
 def paper_table(summary: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """A `summarize` frame laid out like paper 000 App. H: "mean ± std" for base and ensemble.
+    """A `summarize` frame laid out like Ko et al. 2023, App. H: "mean ± std" for base and ensemble.
 
     Index (ablation, subgroup); columns n, base, ensemble (strings, %), points, gain, churn
     (rounded to `digits`, `digits + 2` for the gain).

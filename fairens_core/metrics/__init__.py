@@ -12,7 +12,7 @@ equation behind every function):
 
 * ``aggregation``   – mean / geometric-mean / score averaging, majority vote
 * ``groups``        – accuracy, per-class, top-k / bottom-k groups, subgroups, relative gain
-* ``ensemble_size`` – any metric vs ensemble size (paper 000 App. A.1 sampling)
+* ``ensemble_size`` – any metric vs ensemble size (Ko et al. 2023, App. A.1 sampling)
 * ``churn``         – churn between models, mean pairwise churn, Pearson r
 * ``randomness``    – L1 distance / variance of accuracy trajectories
 * ``diversity``     – ERR, ERR-bar, DIV and their closed forms, debiasing, learner dropout, GAT β

@@ -65,7 +65,7 @@ def check_members(preds: torch.Tensor, name: str = "preds", ndim: int = 3) -> No
 def member_weights(num_members: int, weights: ArrayLike | None, like: torch.Tensor) -> torch.Tensor:
     """Ensemble weights w_j of shape (M,): uniform 1/M by default, else validated.
 
-    Paper 001 (Jeffares et al.) §4.1 assumes sum_j w_j = 1 and w_j >= 0; the
+    Jeffares et al. (2023) §4.1 assumes sum_j w_j = 1 and w_j >= 0; the
     ambiguity-type identities need the weights to sum to one, so we check it.
     """
     if weights is None:

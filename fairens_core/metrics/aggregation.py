@@ -6,11 +6,11 @@ single-model metric (``accuracy``, ``nll``, ``expected_calibration_error``...).
 
 References
 ----------
-* Paper 000 (Ko et al., FAIR-Ensemble) §3: homogeneous ensembles average the
+* Ko et al. (2023) (Ko et al., FAIR-Ensemble) §3: homogeneous ensembles average the
   members' softmax outputs.
-* Paper 001 (Jeffares et al.) §4.2: probability averaging p̄ = Σ_j w_j p_j and
+* Jeffares et al. (2023) §4.2: probability averaging p̄ = Σ_j w_j p_j and
   score averaging q̄ = softmax(Σ_j w_j f_j).
-* Paper 004 (Kondratyuk et al.) eq. 1: geometric mean μ = (y_1 ⋯ y_n)^(1/n).
+* Kondratyuk et al. (2020) (Kondratyuk et al.) eq. 1: geometric mean μ = (y_1 ⋯ y_n)^(1/n).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def mean_probs(probs: ArrayLike, weights: ArrayLike | None = None) -> torch.Tens
         weights: optional (M,) non-negative weights summing to 1; uniform if None.
 
     Returns:
-        (N, C) ensemble probabilities p̄ = Σ_j w_j p_j (paper 001 §4.2 "probability
+        (N, C) ensemble probabilities p̄ = Σ_j w_j p_j (Jeffares et al. 2023, §4.2 "probability
         averaging"; the default aggregation of papers 000, 002 and 003).
     """
     probs = as_tensor(probs)
@@ -40,7 +40,7 @@ def mean_probs(probs: ArrayLike, weights: ArrayLike | None = None) -> torch.Tens
 def geometric_mean_probs(probs: ArrayLike, normalize: bool = True) -> torch.Tensor:
     """Element-wise geometric mean of the members' probabilities.
 
-    Paper 004 (Kondratyuk et al.) eq. 1: μ = (y_1 y_2 ⋯ y_n)^(1/n), computed in log
+    Kondratyuk et al. (2020) (Kondratyuk et al.) eq. 1: μ = (y_1 y_2 ⋯ y_n)^(1/n), computed in log
     space as exp(mean_j log y_j) to avoid underflow of the product.
 
     Eq. 1 itself is not normalised (its rows sum to at most 1 by the AM-GM
@@ -67,7 +67,7 @@ def geometric_mean_probs(probs: ArrayLike, normalize: bool = True) -> torch.Tens
 def score_average(logits: ArrayLike, weights: ArrayLike | None = None) -> torch.Tensor:
     """Score (logit) averaging: softmax of the weighted mean of the members' logits.
 
-    Paper 001 §4.2 (1): q̄ = φ(f̄) with f̄ = Σ_j w_j f_j and φ = softmax.
+    Jeffares et al. (2023) §4.2 (1): q̄ = φ(f̄) with f̄ = Σ_j w_j f_j and φ = softmax.
     Returns probabilities, like the other aggregators; the averaged logits
     themselves are ``torch.einsum("m,mnc->nc", w, logits)``.
 

@@ -1,12 +1,12 @@
 """Functional (dis)similarity between models' predictions.
 
-* Paper 002 (The Dynamics of Functional Diversity ...) Fig. 1e-f: "symmetric KL
+* The coupling paper, Fig. 1e-f: "symmetric KL
   divergence between predicted class probability vectors", computed point-wise
   and averaged over test examples.
-* Paper 003 (report on Fort, Hu & Lakshminarayanan 2019): "disagreement between
+* The Fort et al. (2019) reproduction: "disagreement between
   predictions", the fraction of test examples whose predicted classes differ,
-  shown as member-by-member heat maps (the same quantity as the churn of paper
-  000 eq. 1).
+  shown as member-by-member heat maps (the same quantity as the churn of Ko et al.
+  2023, eq. 1).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def _kl_per_example(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def symmetric_kl(p: ArrayLike, q: ArrayLike) -> float:
-    """Symmetric KL divergence KL(p ‖ q) + KL(q ‖ p), averaged over examples (paper 002 Fig. 1e-f).
+    """Symmetric KL divergence KL(p ‖ q) + KL(q ‖ p), averaged over examples (the coupling paper, Fig. 1e-f).
 
     The sum of both directions (Jeffreys divergence); halve it for the mean of
     the two directions.  Zero iff p = q on every example.
@@ -57,8 +57,8 @@ def pairwise_symmetric_kl(probs: ArrayLike) -> torch.Tensor:
 def pairwise_disagreement(preds: ArrayLike) -> torch.Tensor:
     """Fraction of examples on which members i and j predict different classes: (M, M).
 
-    Paper 003 "Disagreement Between Predictions"; entry (i, j) equals
-    ``churn(preds[i], preds[j])`` of paper 000 eq. 1.
+    The Fort et al. (2019) reproduction "Disagreement Between Predictions"; entry (i, j) equals
+    ``churn(preds[i], preds[j])`` of Ko et al. 2023, eq. 1.
 
     Args:
         preds: (M, N, C) float scores or (M, N) int labels.

@@ -1,7 +1,7 @@
 """Proper scoring rules and calibration errors of one (ensemble) predictive distribution.
 
 Papers 002 and 003 judge ensembles by their calibration as well as their
-accuracy: paper 002 (The Dynamics of Functional Diversity throughout Neural
+accuracy: the coupling paper (The Dynamics of Functional Diversity throughout Neural
 Network Training) reports test error and "mean average calibration error
 (MACE)" of K-ensembles (Fig. 1c, 1d, 1j).
 
@@ -43,7 +43,7 @@ def nll(probs: ArrayLike, labels: ArrayLike) -> float:
 def brier_score(probs: ArrayLike, labels: ArrayLike) -> float:
     """Multi-class Brier score (1/N) Σ_i ‖p_i − onehot(y_i)‖², in [0, 2].
 
-    Summed over classes, as in Brier (1950) and paper 001 §4.2 ((p̄ − y)ᵀ(p̄ − y));
+    Summed over classes, as in Brier (1950) and Jeffares et al. 2023, §4.2 ((p̄ − y)ᵀ(p̄ − y));
     some libraries divide by C in addition.
 
     Args:
@@ -109,9 +109,9 @@ def mace(
     n_bins: int = 15,
     binning: Literal["uniform", "adaptive"] = "uniform",
 ) -> float:
-    """Mean (over classes) calibration error of every class's probability: paper 002's MACE.
+    """Mean (over classes) calibration error of every class's probability: the coupling paper's MACE.
 
-    Paper 002 reports "mean average calibration error (MACE)" without the
+    The coupling paper reports "mean average calibration error (MACE)" without the
     formula (its reference [3] is cut from our copy).  We implement the
     class-wise calibration error averaged over classes (Kull et al. 2019
     "classwise-ECE"; Nixon et al. 2019 "SCE"): for every class k, the

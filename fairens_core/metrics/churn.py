@@ -1,8 +1,8 @@
 """Predictive churn between models, and the Pearson correlation used to relate it to gains.
 
-Paper 000 (Ko et al.) §4.1 eq. 1, following Milani Fard et al. (2016):
+Ko et al. (2023) §4.1 eq. 1, following Milani Fard et al. (2016):
 C(f1, f2) = E_x[ 1{ŷ_x;f1 ≠ ŷ_x;f2} ], the fraction of examples on which two
-models predict different classes.  For an ensemble, paper 000 reports the
+models predict different classes.  For an ensemble, Ko et al. 2023 reports the
 average churn over 100 pairs of members sampled without replacement, overall
 and separately on the top-k and bottom-k classes (Fig. 4), and the Pearson
 correlation between churn and the ensemble's accuracy gain (Fig. 22).
@@ -28,7 +28,7 @@ def _select(x: torch.Tensor, mask: ArrayLike | None) -> torch.Tensor:
 
 
 def churn(preds_a: ArrayLike, preds_b: ArrayLike, mask: ArrayLike | None = None) -> float:
-    """Fraction of examples on which two models' predicted classes differ (paper 000 eq. 1).
+    """Fraction of examples on which two models' predicted classes differ (Ko et al. 2023, eq. 1).
 
     Symmetric, and 0 for identical predictions.
 
@@ -51,7 +51,7 @@ def mean_pairwise_churn(
     seed: SeedLike = 0,
     mask: ArrayLike | None = None,
 ) -> float:
-    """Average churn over random pairs of ensemble members (paper 000 §4.1).
+    """Average churn over random pairs of ensemble members (Ko et al. 2023, §4.1).
 
     ``num_pairs`` distinct unordered pairs are sampled without replacement from
     the M(M-1)/2 possible pairs; if there are no more than ``num_pairs`` pairs,
@@ -59,7 +59,7 @@ def mean_pairwise_churn(
 
     Args:
         member_preds: (M, N, C) float scores or (M, N) int labels, M >= 2.
-        num_pairs: number of pairs (100 in paper 000).
+        num_pairs: number of pairs (100 in Ko et al. 2023).
         seed: int seed or ``torch.Generator``.
         mask: optional (N,) boolean example mask (group churn).
 
@@ -80,7 +80,7 @@ def mean_pairwise_churn(
 def pearson_r(x: ArrayLike, y: ArrayLike) -> float:
     """Pearson correlation coefficient between two 1-D samples.
 
-    Paper 000 §4.1 / Fig. 22 correlates churn with the ensemble's test accuracy
+    Ko et al. (2023) §4.1 / Fig. 22 correlates churn with the ensemble's test accuracy
     improvement across architectures (r = 0.975 on CIFAR-100).
 
     Args:

@@ -1,6 +1,6 @@
-"""Inference cost of an ensemble (paper 004, Kondratyuk et al. 2020).
+"""Inference cost of an ensemble (Kondratyuk et al. 2020, Kondratyuk et al. 2020).
 
-Paper 004 §4 compares accuracy against FLOPs, where an ensemble of n models
+Kondratyuk et al. (2020) §4 compares accuracy against FLOPs, where an ensemble of n models
 costs the sum of its members' FLOPs ("essentially multiply the base FLOPs by n").
 """
 
@@ -14,7 +14,7 @@ from ..models import model_flops
 
 
 def ensemble_flops(members: Sequence[Union[int, nn.Module]], input_shape: Sequence[int] | None = None) -> int:
-    """Forward FLOPs of an ensemble for one example: the sum over its members (paper 004 §4).
+    """Forward FLOPs of an ensemble for one example: the sum over its members (Kondratyuk et al. 2020, §4).
 
     Args:
         members: per-member FLOPs (ints) and/or models; models are measured with

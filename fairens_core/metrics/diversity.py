@@ -1,6 +1,6 @@
-"""Ensemble diversity as the gap between member loss and ensemble loss (paper 001).
+"""Ensemble diversity as the gap between member loss and ensemble loss (Jeffares et al. 2023).
 
-Paper 001 (Jeffares, Liu, Crabbé, van der Schaar, NeurIPS 2023) defines, for an
+Jeffares et al. (2023) defines, for an
 ensemble f̄ = Σ_j w_j f_j with weights summing to one:
 
 * Def. 4.1  ERR = L(f̄, y)                 (ensemble loss, the joint objective)
@@ -42,7 +42,7 @@ Reduction = Literal["mean", "none"]
 
 
 class DiversityDecomposition(NamedTuple):
-    """ERR, ERR-bar and DIV = ERR-bar − ERR of paper 001 Def. 4.1-4.2."""
+    """ERR, ERR-bar and DIV = ERR-bar − ERR of Jeffares et al. 2023 Def. 4.1-4.2."""
 
     err: torch.Tensor
     err_bar: torch.Tensor
@@ -126,7 +126,7 @@ def ensemble_loss(
     preds: ArrayLike, targets: ArrayLike, loss: Loss = "mse", weights: ArrayLike | None = None,
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """ERR = L(f̄, y), the loss of the aggregated ensemble (paper 001 Def. 4.1a).
+    """ERR = L(f̄, y), the loss of the aggregated ensemble (Jeffares et al. 2023 Def. 4.1a).
 
     See :func:`diversity_decomposition` for ``preds`` / ``targets`` / ``loss``.
     """
@@ -141,7 +141,7 @@ def diversity_decomposition(
     weights: ArrayLike | None = None,
     reduction: Reduction = "mean",
 ) -> DiversityDecomposition:
-    """ERR, ERR-bar and DIV = ERR-bar − ERR computed from the losses (paper 001 Def. 4.1-4.2).
+    """ERR, ERR-bar and DIV = ERR-bar − ERR computed from the losses (Jeffares et al. 2023 Def. 4.1-4.2).
 
     Args:
         preds: member outputs, members first.
@@ -175,11 +175,11 @@ def diversity_decomposition(
 
 
 def mse_ambiguity(preds: ArrayLike, weights: ArrayLike | None = None, reduction: Reduction = "mean") -> torch.Tensor:
-    """Ambiguity Σ_j w_j ‖f_j − f̄‖²: DIV for squared error (paper 001 eq. 1, Krogh & Vedelsby).
+    """Ambiguity Σ_j w_j ‖f_j − f̄‖²: DIV for squared error (Jeffares et al. 2023, eq. 1, Krogh & Vedelsby).
 
     Needs no targets: diversity is the weighted spread of the members around the
     ensemble.  Applied to probabilities it is also DIV for the Brier score
-    (paper 001 §4.2).
+    (Jeffares et al. 2023, §4.2).
 
     Args:
         preds: (M, N) or (M, N, D) member outputs.
@@ -195,7 +195,7 @@ def mse_ambiguity(preds: ArrayLike, weights: ArrayLike | None = None, reduction:
 def score_average_diversity(
     logits: ArrayLike, weights: ArrayLike | None = None, reduction: Reduction = "mean"
 ) -> torch.Tensor:
-    """Σ_j w_j KL(q̄ ‖ p_j): DIV for cross-entropy with score averaging (paper 001 §4.2 ①).
+    """Σ_j w_j KL(q̄ ‖ p_j): DIV for cross-entropy with score averaging (Jeffares et al. 2023, §4.2 ①).
 
     q̄ = softmax(Σ_j w_j f_j) is the ensemble and p_j = softmax(f_j) member j.
     Needs no targets: it holds for any target distribution y.
@@ -218,7 +218,7 @@ def prob_average_diversity(
 ) -> torch.Tensor:
     """Σ_j w_j Σ_k y_k log(p̄_k / p_j,k): DIV for cross-entropy with probability averaging.
 
-    Paper 001 Thm 4.3 (proof in App. C.3).  With one-hot targets only the true
+    Jeffares et al. (2023) Thm 4.3 (proof in App. C.3).  With one-hot targets only the true
     class k⋆ contributes: Σ_j w_j log(p̄_k⋆ / p_j,k⋆).
 
     Args:
@@ -281,7 +281,7 @@ def second_order_diversity(
     c: float | torch.Tensor = 0.0,
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """Thm 4.5 of paper 001: ½ Σ_j w_j (f_j − f̄)ᵀ H_L(f̄ + c_j (f_j − f̄), y) (f_j − f̄).
+    """Thm 4.5 of Jeffares et al. 2023: ½ Σ_j w_j (f_j − f̄)ᵀ H_L(f̄ + c_j (f_j − f̄), y) (f_j − f̄).
 
     The theorem states that DIV equals this for *some* c_j ∈ [0, 1]; with the
     points from :func:`lagrange_intermediate_points` the equality is exact.
@@ -312,7 +312,7 @@ def lagrange_intermediate_points(
     grid_size: int = 101,
     iterations: int = 60,
 ) -> torch.Tensor:
-    """The c_j ∈ [0, 1] of paper 001 Thm 4.5, found numerically for every member and example.
+    """The c_j ∈ [0, 1] of Jeffares et al. 2023, Thm 4.5, found numerically for every member and example.
 
     The proof (App. C.2) expands L(f_j) around f̄ to first order with a Lagrange
     remainder: L(f_j) = L(f̄) + ∇L(f̄)ᵀ d_j + ½ d_jᵀ H(f̄ + c_j d_j) d_j with
@@ -368,7 +368,7 @@ def lagrange_intermediate_points(
 
 
 def optimal_debiasing(preds: ArrayLike, weights: ArrayLike | None = None) -> torch.Tensor:
-    """Per-member constant bias b_j that removes the most diversity (paper 001 §6.1, App. C.1).
+    """Per-member constant bias b_j that removes the most diversity (Jeffares et al. 2023, §6.1, App. C.1).
 
     b_j = (1/N) Σ_i (f_j(x_i) − f̄(x_i)): the minimiser of the (squared-error)
     diversity over constant shifts that leave the ensemble unchanged
@@ -388,7 +388,7 @@ def optimal_debiasing(preds: ArrayLike, weights: ArrayLike | None = None) -> tor
 
 
 def debias_predictions(preds: ArrayLike, weights: ArrayLike | None = None) -> torch.Tensor:
-    """Members' outputs with their optimal bias removed: f_j − b_j (paper 001 §6.1).
+    """Members' outputs with their optimal bias removed: f_j − b_j (Jeffares et al. 2023, §6.1).
 
     Returns a tensor shaped like ``preds``; the ensemble prediction is unchanged.
     """
@@ -398,7 +398,7 @@ def debias_predictions(preds: ArrayLike, weights: ArrayLike | None = None) -> to
 
 
 def debiased_diversity(preds: ArrayLike, weights: ArrayLike | None = None) -> torch.Tensor:
-    """Squared-error diversity left after optimal debiasing (paper 001 §6.1, Fig. 3).
+    """Squared-error diversity left after optimal debiasing (Jeffares et al. 2023, §6.1, Fig. 3).
 
     The share of diversity explained by constant biases (Fig. 3) is
     ``1 - debiased_diversity(f) / mse_ambiguity(f)``.
@@ -421,7 +421,7 @@ def learner_dropout_error_increase(
 ) -> float:
     """Mean increase of the ensemble loss when a fraction p of members is dropped at test time.
 
-    Paper 001 §6.1 "Learner codependence", Fig. 4 and App. B: drop a random
+    Jeffares et al. (2023) §6.1 "Learner codependence", Fig. 4 and App. B: drop a random
     fraction p ∈ {0.2, 0.4, 0.6} of the base learners, re-average the rest
     (uniform weights), repeat 100 times and report the mean increase in test
     ERR.  round(p·M) members are dropped (at most M − 1).
@@ -456,7 +456,7 @@ def learner_dropout_error_increase(
 
 
 def gradient_adjusted_beta(alpha: float) -> float:
-    """β equivalent to a gradient-adjusted-target step α: β = 1 − 1/(1 + α)² (paper 001 Thm D.1).
+    """β equivalent to a gradient-adjusted-target step α: β = 1 − 1/(1 + α)² (Jeffares et al. 2023, Thm D.1).
 
     Independent training on targets ỹ = y − α (f̄ − y) minimises
     (1 + α)² · (ERR-bar − β · DIV), the augmented objective L_β of eq. 2.
@@ -466,7 +466,7 @@ def gradient_adjusted_beta(alpha: float) -> float:
 
 
 def leave_one_out_gradient_adjusted_beta(alpha: float, num_members: int) -> float:
-    """β (called γ) for the M − 1 gradient-adjusted targets of paper 001 Thm D.3 (Fig. 8).
+    """β (called γ) for the M − 1 gradient-adjusted targets of Jeffares et al. 2023, Thm D.3 (Fig. 8).
 
     With ỹ_i = y − α/(M−1) Σ_{j≠i} (f_j − y) the objective equals
     (1 + α)² (ERR-bar − γ DIV) with
@@ -486,7 +486,7 @@ def gradient_adjusted_target_loss(
     leave_one_out: bool = False,
     reduction: Reduction = "mean",
 ) -> torch.Tensor:
-    """Independent squared error against gradient-adjusted targets (paper 001 App. D).
+    """Independent squared error against gradient-adjusted targets (Jeffares et al. 2023, App. D).
 
     * eq. 8:  (1/M) Σ_i ‖f_i − (y − α (f̄ − y))‖², the target moved against the
       gradient of ½‖f̄ − y‖²;

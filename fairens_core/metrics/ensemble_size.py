@@ -1,6 +1,6 @@
-"""Metric as a function of ensemble size, with the sampling protocol of paper 000.
+"""Metric as a function of ensemble size, with the sampling protocol of Ko et al. 2023.
 
-Paper 000 (Ko et al.) App. A.1: "Given a pool of M models, for each ensemble
+Ko et al. (2023) App. A.1: "Given a pool of M models, for each ensemble
 size S we sample 100 times with replacement.  We then average the accuracy
 across the 100 samples."  We read this as: each draw is a set of S distinct
 members (drawn without replacement within the draw), and the 100 draws are
@@ -59,7 +59,7 @@ def ensemble_size_curve(
     draws: int = 100,
     seed: SeedLike = 0,
 ) -> EnsembleSizeCurve | dict[str, EnsembleSizeCurve]:
-    """Evaluate ``metric_fn`` on random sub-ensembles of every size (paper 000 App. A.1).
+    """Evaluate ``metric_fn`` on random sub-ensembles of every size (Ko et al. 2023, App. A.1).
 
     Args:
         metric_fn: maps a (S, N, C) subset of the members (same layout as
@@ -69,7 +69,7 @@ def ensemble_size_curve(
         member_preds: (M, N, C) predictions of the pool of M members (any tensor
             with members first works: probabilities, logits, labels).
         sizes: ensemble sizes to evaluate; default 1..M.
-        draws: random draws per size (100 in paper 000).
+        draws: random draws per size (100 in Ko et al. 2023).
         seed: int seed or ``torch.Generator`` for reproducible draws.
 
     Returns:

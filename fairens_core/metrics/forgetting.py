@@ -1,9 +1,9 @@
-"""Forgetting events (Toneva et al. 2019), as used by paper 002 §2.1.
+"""Forgetting events (Toneva et al. 2019), as used by the coupling paper, §2.1.
 
 A forgetting event of an example is a transition from correctly to incorrectly
 classified between two consecutive evaluations (Toneva et al. define it per
-gradient update; paper 002 counts it on the test set once per epoch, Fig. 1g-h).
-Paper 002 Fig. 1g shows the number of events per epoch, Fig. 1h the events
+gradient update; the coupling paper counts it on the test set once per epoch, Fig. 1g-h).
+The coupling paper's Fig. 1g shows the number of events per epoch, Fig. 1h the events
 summed over the test set in a window of epochs after coupling ("cumulative
 forgetting").
 
@@ -42,7 +42,7 @@ def forgetting_events(epoch_preds: ArrayLike, labels: ArrayLike) -> torch.Tensor
 
 
 def forgetting_events_per_epoch(epoch_preds: ArrayLike, labels: ArrayLike) -> torch.Tensor:
-    """Number of examples forgotten at each epoch transition (paper 002 Fig. 1g).
+    """Number of examples forgotten at each epoch transition (the coupling paper, Fig. 1g).
 
     Returns:
         (E − 1,) int64; entry e counts the events between epochs e and e + 1.
@@ -51,7 +51,7 @@ def forgetting_events_per_epoch(epoch_preds: ArrayLike, labels: ArrayLike) -> to
 
 
 def cumulative_forgetting(epoch_preds: ArrayLike, labels: ArrayLike, start: int = 0, stop: int | None = None) -> int:
-    """Forgetting events summed over examples within a window of epochs (paper 002 Fig. 1h).
+    """Forgetting events summed over examples within a window of epochs (the coupling paper, Fig. 1h).
 
     Only transitions between two epochs inside ``epoch_preds[start:stop]`` (Python
     slice semantics) are counted, e.g. ``start = t`` counts from the coupling

@@ -1,6 +1,6 @@
 """Accuracy overall, per class, and on groups of classes or examples.
 
-Paper 000 (Ko et al., FAIR-Ensemble) measures fairness as the accuracy of the
+Ko et al. (2023) (Ko et al., FAIR-Ensemble) measures fairness as the accuracy of the
 K best (top-k) and K worst (bottom-k) classes of a reference model (§3.1,
 "Balanced Dataset Sub-Groups", K = 10 by default) and of attribute subgroups
 such as blond males in CelebA (§3.1, "Imbalanced Dataset Sub-Groups"); the
@@ -89,13 +89,13 @@ def _ranked_classes(reference_preds: ArrayLike, labels: ArrayLike, k: int, best:
 def top_k_classes(reference_preds: ArrayLike, labels: ArrayLike, k: int = 10) -> torch.Tensor:
     """Indices of the K classes on which the reference is most accurate.
 
-    Paper 000 §3.1: "we calculate the class accuracy of the base model and find
+    Ko et al. (2023) §3.1: "we calculate the class accuracy of the base model and find
     the best and worst K (K = 10) performing classes".  Two references are
     supported through the shape of ``reference_preds``:
 
     * (N, C) or (N,): one given reference model (e.g. a base model);
     * (M, N, C) or (M, N): the members' *average per-class accuracy* (the
-      "average single model"; paper 000 Table 4 ranks classes this way).
+      "average single model"; Ko et al. 2023, Table 4 ranks classes this way).
 
     Args:
         reference_preds: reference predictions as above.
@@ -111,7 +111,7 @@ def top_k_classes(reference_preds: ArrayLike, labels: ArrayLike, k: int = 10) ->
 def bottom_k_classes(reference_preds: ArrayLike, labels: ArrayLike, k: int = 10) -> torch.Tensor:
     """Indices of the K classes on which the reference is least accurate.
 
-    Same reference conventions as :func:`top_k_classes` (paper 000 §3.1).
+    Same reference conventions as :func:`top_k_classes` (Ko et al. 2023, §3.1).
 
     Returns:
         (K,) int64 class indices, worst first (ties: smaller index first).
@@ -155,7 +155,7 @@ def subgroup_accuracy(preds: ArrayLike, labels: ArrayLike, groups: ArrayLike) ->
     """Accuracy of each subgroup of examples given per-example group labels.
 
     For attribute subgroups that are not classes, e.g. CelebA "blond male"
-    (paper 000 §3.1 "Imbalanced Dataset Sub-Groups", Fig. 3 and 7).
+    (Ko et al. 2023, §3.1 "Imbalanced Dataset Sub-Groups", Fig. 3 and 7).
 
     Args:
         preds: (N, C) scores or (N,) labels of one model.
@@ -176,11 +176,11 @@ def subgroup_accuracy(preds: ArrayLike, labels: ArrayLike, groups: ArrayLike) ->
 def relative_gain(ensemble_value, single_value):
     """Relative gain of the ensemble over a single model: ensemble / single.
 
-    Paper 000 §3.2: "the relative gain in accuracy, i.e., the ratio between the
+    Ko et al. (2023) §3.2: "the relative gain in accuracy, i.e., the ratio between the
     homogeneous ensemble and base model performance" (Fig. 1-3, 8, 18-19).
     Works element-wise on floats, arrays or tensors (e.g. whole curves).
 
-    Which single model to divide by is the caller's choice; paper 000 uses one
+    Which single model to divide by is the caller's choice; Ko et al. 2023 uses one
     shared "base model" (App. A.1).  Averaging the members' accuracies (the
     ``sizes=1`` point of :func:`ensemble_size_curve`) gives the expected single
     model and removes the luck of picking one.

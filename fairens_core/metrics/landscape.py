@@ -1,10 +1,10 @@
 """Weight-space and function-space views of the loss landscape.
 
-* Paper 003 (report reproducing Fort, Hu & Lakshminarayanan 2019, "Deep
+* The Fort et al. (2019) reproduction (report reproducing Fort, Hu & Lakshminarayanan 2019, "Deep
   Ensembles: A Loss Landscape Perspective"): cosine similarity between the
   flattened weights of checkpoints / independently initialised runs, and t-SNE
   of the runs' predictions along training ("function-space trajectories").
-* Paper 002 (The Dynamics of Functional Diversity ...) §3 / Fig. 3: the error
+* The coupling paper §3 / Fig. 3: the error
   barrier on the linear path between two trained children (linear mode
   connectivity, Frankle et al. 2020).
 
@@ -59,7 +59,7 @@ def flatten_weights(weights: Weights) -> torch.Tensor:
 
 
 def weight_cosine_similarity(weights_a: Weights, weights_b: Weights) -> float:
-    """Cosine similarity ⟨θ_a, θ_b⟩ / (‖θ_a‖ ‖θ_b‖) of two flattened weight vectors (paper 003).
+    """Cosine similarity ⟨θ_a, θ_b⟩ / (‖θ_a‖ ‖θ_b‖) of two flattened weight vectors (Fort et al. 2019).
 
     Args:
         weights_a, weights_b: models, state dicts or flat tensors of the same architecture.
@@ -72,7 +72,7 @@ def weight_cosine_similarity(weights_a: Weights, weights_b: Weights) -> float:
 
 
 def pairwise_weight_cosine_similarity(models: Sequence[Weights]) -> torch.Tensor:
-    """(M, M) cosine similarities between the weights of M models or checkpoints (paper 003 heat maps)."""
+    """(M, M) cosine similarities between the weights of M models or checkpoints (Fort et al. 2019 heat maps)."""
     flat = torch.stack([flatten_weights(m).double().cpu() for m in models])
     flat = flat / flat.norm(dim=1, keepdim=True)
     return flat @ flat.T
@@ -205,7 +205,7 @@ def interpolation_curve(
 def error_barrier(
     alphas: ArrayLike, errors: ArrayLike, baseline: Literal["mean", "linear"] = "mean"
 ) -> float:
-    """Height of the error barrier on a linear path (paper 002 Fig. 3).
+    """Height of the error barrier on a linear path (the coupling paper, Fig. 3).
 
     * ``baseline="mean"`` (Frankle et al. 2020, "instability"):
       max_α E(α) − ½ (E(0) + E(1));
@@ -234,7 +234,7 @@ def error_barrier(
 
 
 def function_space_points(trajectory_probs: ArrayLike) -> np.ndarray:
-    """Flatten function-space trajectories into t-SNE input rows (paper 003 "Different Initializations").
+    """Flatten function-space trajectories into t-SNE input rows (Fort et al. 2019 "Different Initializations").
 
     Each checkpoint is one point: its predictions on all test examples,
     concatenated.
@@ -259,7 +259,7 @@ def tsne_embedding(
     seed: int = 0,
     **tsne_kwargs,
 ) -> np.ndarray:
-    """t-SNE of function-space trajectories with openTSNE (paper 003).
+    """t-SNE of function-space trajectories with openTSNE (Fort et al. 2019).
 
     All runs and checkpoints are embedded together, since they live in the same
     function space.  The perplexity is lowered to (points − 1) / 3 when there

@@ -1,6 +1,6 @@
 """How far apart training runs drift: diagnostics of training stochasticity.
 
-Paper 000 (Ko et al.) §4.2 compares sources of randomness (initialisation,
+Ko et al. (2023) §4.2 compares sources of randomness (initialisation,
 batch order, data augmentation) with two numbers computed from the accuracy
 trajectories of R training runs (Fig. 5):
 
@@ -53,7 +53,7 @@ def _check_trajectories(trajectories: ArrayLike) -> torch.Tensor:
 
 
 def trajectory_l1_distance(trajectories: ArrayLike) -> float:
-    """Mean absolute accuracy gap between runs, averaged over epochs (paper 000 §4.2).
+    """Mean absolute accuracy gap between runs, averaged over epochs (Ko et al. 2023, §4.2).
 
     For every epoch e, the absolute differences ``|a_i(e) - a_j(e)|`` are averaged
     over all unordered pairs of runs i < j; the result is averaged over epochs.
@@ -73,7 +73,7 @@ def trajectory_l1_distance(trajectories: ArrayLike) -> float:
 
 
 def trajectory_variance(trajectories: ArrayLike, correction: int = 0) -> float:
-    """Variance of accuracy across runs at each epoch, averaged over epochs (paper 000 §4.2).
+    """Variance of accuracy across runs at each epoch, averaged over epochs (Ko et al. 2023, §4.2).
 
     Args:
         trajectories: (R, E) accuracies of R >= 2 runs over E epochs.
