@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One GPU call does it all: the speed benchmark, then the full-profile runs of a plan (most
-# important first, within a time budget), then the records packed into files under $OUT.
+# One GPU call does it all: the check of every CUDA training path, the speed benchmark, then the
+# full-profile runs of a plan (most important first, within a time budget), then the records
+# packed into files under $OUT.
 #
 # Prepare here (CPU), once per session:
 #   mkdir -p .carry && cp $FAIRENS_DATA/cifar10-jpeg.zip .carry/
@@ -11,15 +12,18 @@
 #
 # The working tree travels with the carry: keep both under 64 MiB (the zip is 62 MB). Shipped
 # records (records/) are not needed there: move them out of the tree for the call, then back.
-# Time: ~4 min of benchmark (section budgets below; the 20-member run is saved as chapter
-# bottom_k's pool), BUDGET_S of training, ~1 min of start-up and packing: inside one 10-min call.
+# Time (section budgets below, each soft: a section starts no work predicted to overrun it):
+# ~1 min of check (its own process: a CUDA error there cannot poison the benchmark), ~4.5 min of
+# benchmark with the decoding (the packed 20-member run is saved as chapter bottom_k's pool),
+# BUDGET_S of training, ~1 min of start-up and packing: inside one 10-min call.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 export FAIRENS_DATA=${FAIRENS_DATA:-$PWD/.carry} FAIRENS_CACHE=${FAIRENS_CACHE:-/tmp/fairens-cache}
 OUT=${OUT:-/tmp/fairens-out}
 PLAN=${PLAN:-benchmarks/plans/full.jsonl}
-BUDGET_S=${BUDGET_S:-240}         # seconds of full-profile training after the benchmark
-BENCH_ARGS=${BENCH_ARGS:---save-records --airbench-budget-s 45 --vectorized-budget-s 150 --loop-budget-s 45 --mfu-budget-s 30}
+BUDGET_S=${BUDGET_S:-120}         # seconds of full-profile training after the benchmark
+CHECK_ARGS=${CHECK_ARGS:---sections check --check-budget-s 50}
+BENCH_ARGS=${BENCH_ARGS:---sections profile,airbench,packed,vectorized,loop,mfu --save-records --profile-budget-s 15 --airbench-budget-s 30 --packed-budget-s 120 --vectorized-budget-s 45 --loop-budget-s 25 --mfu-budget-s 20}
 PACKED=${PACKED:-/tmp/fairens-packed}
 mkdir -p "$OUT"
 
@@ -32,6 +36,10 @@ export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
     date -u
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
     python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
+    echo "== check: one training step of every model x CUDA path"
+    # shellcheck disable=SC2086
+    python3 benchmarks/gpu_speed.py --data-root "$FAIRENS_DATA" --json "$OUT/gpu_check.json" $CHECK_ARGS
+    echo "== speed: profile, airbench, packed / vectorized / loop, MFU"
     # shellcheck disable=SC2086
     python3 benchmarks/gpu_speed.py --data-root "$FAIRENS_DATA" --json "$OUT/gpu_speed.json" $BENCH_ARGS
     echo "== full-profile runs: $PLAN, budget ${BUDGET_S}s"

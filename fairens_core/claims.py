@@ -203,16 +203,19 @@ def _plain(rows: list[Claim]) -> str:
 def compare_claims(default: Iterable[Mapping], full: Iterable[Mapping]) -> list[dict]:
     """Claims of one chapter at two profiles, matched by their statement (in `default`'s order).
 
-    Returns one dict per claim: claim, default_measured, default_holds, full_measured,
-    full_holds and changed (the verdict differs, or the claim is missing from one side).
+    Returns one dict per claim: claim, paper (what the paper reports), default_measured,
+    default_holds, full_measured, full_holds (None: no run at that profile) and changed (the
+    verdict differs, or the claim is missing from one side).
     """
     full_by_claim = {r["claim"]: r for r in full}
     rows = []
     for r in default:
         f = full_by_claim.pop(r["claim"], None)
-        rows.append({"claim": r["claim"], "default_measured": r["measured"], "default_holds": bool(r["holds"]),
-                     "full_measured": f["measured"] if f else "", "full_holds": bool(f["holds"]) if f else None,
+        rows.append({"claim": r["claim"], "paper": r.get("paper", ""), "default_measured": r["measured"],
+                     "default_holds": bool(r["holds"]), "full_measured": f["measured"] if f else "",
+                     "full_holds": bool(f["holds"]) if f else None,
                      "changed": f is None or bool(f["holds"]) != bool(r["holds"])})
-    rows += [{"claim": c, "default_measured": "", "default_holds": None, "full_measured": f["measured"],
-              "full_holds": bool(f["holds"]), "changed": True} for c, f in full_by_claim.items()]
+    rows += [{"claim": c, "paper": f.get("paper", ""), "default_measured": "", "default_holds": None,
+              "full_measured": f["measured"], "full_holds": bool(f["holds"]), "changed": True}
+             for c, f in full_by_claim.items()]
     return rows

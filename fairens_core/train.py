@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import platform
 import time
 import warnings
@@ -46,7 +45,8 @@ from .records import RunRecord, timestamp
 
 EVAL_CHUNK = 1000  # test examples per evaluation batch
 CHECKPOINT_EVERY_S = 60.0  # a group's state is saved at the first epoch end after this many seconds
-ENSEMBLES = {"packed": PackedEnsemble, "vectorized": StackedEnsemble, "loop": StackedEnsemble}
+# "loop" trains groups of one member: packed, a group of one is the plain member network
+ENSEMBLES = {"packed": PackedEnsemble, "vectorized": StackedEnsemble, "loop": PackedEnsemble}
 
 
 # ---------------------------------------------------------------------------- setup
@@ -88,9 +88,14 @@ def resolve_execution(cfg: TrainConfig, device: torch.device) -> str:
 
 
 def build_ensemble(cfg: TrainConfig, members: list, device: torch.device) -> PackedEnsemble | StackedEnsemble:
-    """The members as one module on `device`: packed grouped layers (execution='packed'), or
-    stacked parameters under torch.vmap (the reference; 'loop' runs groups of one)."""
-    return ENSEMBLES[resolve_execution(cfg, device)](members).to(device)
+    """The members as one module on `device`: packed grouped layers (execution='packed', and
+    'loop' with groups of one), or stacked parameters under torch.vmap ('vectorized')."""
+    execution = resolve_execution(cfg, device)
+    if execution == "vectorized" and cfg.precision == "bf16" and device.type == "cuda" \
+            and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in members[0].modules()):
+        raise ValueError(f"execution='vectorized' cannot train {cfg.model} (BatchNorm) in bf16 on CUDA: torch.vmap's "
+                         "batch-norm rule rejects bf16 activations with float32 statistics; use execution='packed'")
+    return ENSEMBLES[execution](members).to(device)
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -199,13 +204,14 @@ def evaluate(ens: StackedEnsemble, x: torch.Tensor, cfg: TrainConfig) -> torch.T
     ens.eval()
     out = []
     for chunk in x.split(EVAL_CHUNK):
-        with _autocast(cfg, chunk.device):
+        with autocast(cfg, chunk.device):
             out.append(ens(chunk.expand(ens.size, *chunk.shape)).float())
     ens.train(was_training)
     return torch.cat(out, 1)
 
 
-def _autocast(cfg, device):
+def autocast(cfg, device):
+    """bf16 autocast for precision='bf16' on CUDA; off elsewhere (a CPU trains in float32)."""
     enabled = cfg.precision == "bf16" and device.type == "cuda"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
@@ -219,6 +225,22 @@ def training_forward(cfg, ens: StackedEnsemble):
     if cfg.compile and next(ens.parameters()).device.type == "cuda":
         return torch.compile(ens, dynamic=False)
     return ens
+
+
+def training_step(cfg, task, forward, opt, x, y, keep=None):
+    """One optimizer step of a group: every member on its own batch x (G, B, ...), the loss,
+    backward, update. Returns the loss, each member's loss (G,) and the outputs (G, B, C), detached."""
+    with autocast(cfg, y.device):
+        out = forward(x).float()
+    if cfg.is_joint:  # L_beta couples the members through their combined prediction
+        loss, losses = augmented_loss(out, y[0], cfg.beta, task, cfg.combine, keep, cfg.label_smoothing)
+    else:  # independent: the sum of the members' losses, so each gets its own gradient
+        losses = member_losses(out, y, task, cfg.label_smoothing)
+        loss, losses = losses.sum(), losses.detach()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), losses, out.detach()
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -256,21 +278,12 @@ def train_steps(cfg, task, data, ens, opt, phase, members, history, steps_per_ep
         y = data.y_train[idx]
         if cfg.dropout:
             torch.manual_seed(rnd.derive_seed(cfg.seed, "dropout", step))  # model dropout masks
-        with _autocast(cfg, y.device):
-            out = forward(x).float()  # (G, B, C): every member on its own batch
-        if cfg.is_joint:  # L_beta couples the members through their combined prediction
-            loss, losses = augmented_loss(out, y[0], cfg.beta, task, cfg.combine, keep, cfg.label_smoothing)
-        else:  # independent: the sum of the members' losses, so each gets its own gradient
-            losses = member_losses(out, y, task, cfg.label_smoothing)
-            loss, losses = losses.sum(), losses.detach()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss, losses, out = training_step(cfg, task, forward, opt, x, y, keep)
 
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
         run_loss += losses
         if task == "classification":
-            run_correct += (out.detach().argmax(-1) == y).float().mean(1)
+            run_correct += (out.argmax(-1) == y).float().mean(1)
         seen += 1
         bar.update(len(members))
         if (step + 1) % steps_per_epoch == 0 or step + 1 == phase.stop:
