@@ -96,6 +96,15 @@ def toc_files(root) -> list[Path]:
     return [_resolve(root, n) for n in names]
 
 
+def toc_parts(root) -> list[tuple[str, list[Path]]]:
+    """(caption, its files) for every part of ``<root>/_toc.yml``, in order."""
+    import yaml
+
+    toc = yaml.safe_load((Path(root) / "_toc.yml").read_text(encoding="utf-8")) or {}
+    return [(part.get("caption", ""), [_resolve(Path(root), c["file"]) for c in part.get("chapters", [])])
+            for part in toc.get("parts", [])]
+
+
 def _resolve(root: Path, name: str) -> Path:
     p = root / name
     if p.suffix in (".ipynb", ".md", ".rst"):
