@@ -30,7 +30,7 @@ from .. import metrics as M
 from ..config import TrainConfig
 from ..models import build_model
 from ..records import RunRecord
-from ..runner import run
+from ..runner import run, run_available
 
 AGGREGATIONS = ("arithmetic", "geometric")
 _AGGREGATE = {"arithmetic": M.mean_probs, "geometric": M.geometric_mean_probs}  # Kondratyuk et al. 2020, eq. 1
@@ -88,16 +88,29 @@ def check_chapter(model: str, members: int, widths: Sequence[float], sizes: Sequ
     return widths, sizes
 
 
-def train_width_family(base: TrainConfig, widths: Sequence[float]) -> list[RunRecord]:
-    """One pool of ``base.members`` members per width (cached runs), in ascending width order.
+def width_family_configs(base: TrainConfig, widths: Sequence[float]) -> dict[float, TrainConfig]:
+    """{width: config} of one pool of ``base.members`` members per width, in ascending width order.
 
     Every config is validated before the first one trains, so a bad width fails at once.
     """
-    configs = [base.replace(width=int(w) if base.model in INTEGER_WIDTH_MODELS else w, progress=False)
-               for w in check_widths(widths, base.model)]
-    for cfg in configs:
+    configs = {w: base.replace(width=int(w) if base.model in INTEGER_WIDTH_MODELS else w, progress=False)
+               for w in check_widths(widths, base.model)}
+    for cfg in configs.values():
         cfg.validate()
-    return [run(cfg) for cfg in configs]
+    return configs
+
+
+def train_width_family(base: TrainConfig, widths: Sequence[float]) -> list[RunRecord]:
+    """The records of `width_family_configs` (cached runs), in ascending width order."""
+    return [run(cfg) for cfg in width_family_configs(base, widths).values()]
+
+
+def available_width_family(base: TrainConfig, widths: Sequence[float]) -> tuple[list[RunRecord], list[float]]:
+    """(records of the widths that can be had, widths whose records are missing): with
+    `plan.RecordsOnly` in force (a full page rendered from shipped records), a width that was
+    never trained is reported instead of trained."""
+    records, missing = run_available(width_family_configs(base, widths))
+    return list(records.values()), list(missing)
 
 
 # --------------------------------------------------------------------------- costs

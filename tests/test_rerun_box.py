@@ -1,0 +1,67 @@
+"""The "Re-run this chapter" box lists exactly the parameters of its chapter's parameters cell."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fairens_core import rerun_box
+from fairens_core.book import chapters
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = chapters(ROOT)
+
+
+def _names(source: str) -> list[str]:
+    return [t.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)]
+
+
+def test_parameters_with_comments_and_fallbacks():
+    source = ('profile = "default"   # the scale\n'
+              "members = None\n"
+              "ks = [1, 3]          # the K values | of the sweep\n"
+              "odd = None\n")
+    params = rerun_box.parameters(source)
+    assert [p.name for p in params] == ["profile", "members", "ks", "odd"]
+    assert [p.default for p in params] == ['"default"', "None", "[1, 3]", "None"]
+    assert params[0].description == "the scale"
+    assert params[1].description == rerun_box.COMMON["members"]  # no comment: the shared wording
+    assert params[3].description == ""
+
+
+def test_box_for_a_synthetic_notebook(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title\n\nIntro."),
+                nbformat.v4.new_code_cell('profile = "default"  # scale\nseed = None\nK = 3  # group | size',
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print(K)")]
+    path = tmp_path / "demo.ipynb"
+    nbformat.write(nb, str(path))
+    assert rerun_box.update(path, tmp_path)
+    assert not rerun_box.update(path, tmp_path)  # idempotent
+    cells = nbformat.read(str(path), as_version=4).cells
+    assert len(cells) == 4 and rerun_box.TAG in cells[1].metadata["tags"]
+    text = cells[1].source
+    assert rerun_box.listed_parameters(text) == ["profile", "seed", "K"]
+    assert "python -m fairens_core book --chapters demo -p seed 1" in text
+    assert "papermill demo.ipynb demo-rerun.ipynb -p seed 1" in text
+    assert "group \\| size" in text  # a pipe in a comment does not break the table
+    assert text.startswith(":::{admonition} Re-run this chapter\n:class: dropdown")
+    assert not rerun_box.stale(path, tmp_path)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.stem for c in CHAPTERS])
+def test_every_chapter_has_an_up_to_date_box(chapter):
+    nb = nbformat.read(str(chapter), as_version=4)
+    boxes = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and rerun_box.TAG in c.metadata.get("tags", [])]
+    assert len(boxes) == 1, f"{chapter.name}: expected one cell tagged {rerun_box.TAG}"
+    first_md = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
+    assert boxes[0] == first_md + 1, "the box follows the title cell"
+    params = rerun_box.parameters_cell(nb)
+    assert rerun_box.listed_parameters(nb.cells[boxes[0]].source) == _names(params.source)
+    assert not rerun_box.stale(chapter, ROOT), (
+        f"{chapter.name}: box out of date; run `python -m fairens_core.rerun_box {chapter.relative_to(ROOT)}`")
