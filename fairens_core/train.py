@@ -299,9 +299,9 @@ def check_finite(cfg, first_bad_step: int) -> None:
     """Stop a run whose loss became NaN or infinite, naming the step and the usual suspects."""
     if first_bad_step < 0:
         return
-    suspects = f"lr={cfg.lr}, weight_decay={cfg.weight_decay}, warmup_epochs={cfg.warmup_epochs}"
+    suspects = f"lr={cfg.lr:g}, weight_decay={cfg.weight_decay:g}, warmup_epochs={cfg.warmup_epochs:g}"
     if cfg.is_joint:
-        suspects += f", beta={cfg.beta}"
+        suspects += f", beta={cfg.beta:g}"
     raise NonFiniteLossError(f"the training loss is not finite at step {first_bad_step}: the run diverged; "
                              f"nothing is cached. Check {suspects} (a smaller lr usually helps)")
 

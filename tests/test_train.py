@@ -333,3 +333,12 @@ def test_cli_trains_then_hits_cache(cache, tmp_path):
     assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1]
     bad = subprocess.run(args + ["--optimizer", "rmsprop"], capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and "optimizer" in bad.stderr
+
+
+def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_caches_nothing(cache):
+    # a valid but absurd learning rate: the loss overflows within the first epoch
+    cfg = tiny(lr=1e12, warmup_epochs=0.5, epochs=2)
+    with pytest.raises(train_mod.NonFiniteLossError, match=r"not finite at step \d+.*lr=1e\+12"):
+        run(cfg)
+    assert find_record(cfg.key()) is None
+    assert not list((cache / "records").glob("*.npz"))
