@@ -11,7 +11,7 @@ from fairens_core import randomness as rnd
 from fairens_core import train as train_mod
 from fairens_core.ensemble import reinit_names
 from fairens_core.objectives import augmented_loss, ensemble_loss, member_losses
-from fairens_core.records import RunRecord
+from fairens_core.records import RunRecord, find_record
 from fairens_core.train import epoch_order, train_ensemble
 
 TINY = dict(dataset="mnist1d", dataset_options={"n_samples": 700}, model="cnn1d", width=0.5,
