@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -20,6 +21,7 @@ from .book import chapters, find_root, parse_value, run_chapter, select
 from .book import main as book_main
 from .config import NOT_IN_KEY, SPECS, TrainConfig
 from .data import DatasetNotFoundError
+from .derived import derived_names
 from .plan import describe, read_plan
 from .profiles import PROFILES
 from .records import find_record
@@ -225,6 +227,9 @@ def pack_main(argv=None) -> int:
             record.meta["weights_dropped"] = True
         path = record.save(args.out)
         size += path.stat().st_size + path.with_suffix(".json").stat().st_size
+        for result in derived_names(entry["key"]):  # evaluations of the weights travel without them
+            (args.out / "derived").mkdir(exist_ok=True)
+            size += shutil.copy2(result, args.out / "derived" / result.name).stat().st_size
     n = len(entries) - len(missing)
     print(f"{n} records in {args.out} ({size / 2**20:.1f} MiB)")
     if missing:

@@ -81,6 +81,6 @@ def read_frame(path: Path) -> pd.DataFrame:
 
 
 def derived_names(record_key: str) -> list[Path]:
-    """Every derived result of `record_key` in the cache (for packing)."""
+    """Every derived result of `record_key` in the cache (`pack` ships them with the record)."""
     folder = cache_root() / "records" / "derived"
     return sorted(folder.glob(f"{record_key}-*.npz")) if folder.is_dir() else []

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; .ci/run installs it
 
 # The full-profile pages (book/full) read the run records shipped in records/full; their
 # kernels inherit this. They also read data from the data root: without one they are skipped.
@@ -80,3 +82,17 @@ def execute():
         return Path(dst)
 
     return run
+
+
+def require_browser(*modules: str) -> None:
+    """Skip the calling test (fail it in CI) unless Chromium, playwright and `modules` are installed."""
+    reason = None
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)"
+    else:
+        absent = [m for m in ("playwright", *modules) if importlib.util.find_spec(m) is None]
+        reason = f"{', '.join(absent)} not installed" if absent else None
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser test cannot run in CI: {reason}")
+        pytest.skip(reason)

@@ -27,8 +27,9 @@ import pytest
 
 from fairens_core import book
 
+from conftest import CHROMIUM, require_browser
+
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 TEST_PAGE = "book/_browser_test/charts"
@@ -45,18 +46,6 @@ RESIDUE = {
 }
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _require_browser():
-    reason = None
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)"
-    elif importlib.util.find_spec("playwright") is None:
-        reason = "the playwright package is not installed"
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"browser test cannot run in CI: {reason}")
-        pytest.skip(reason)
 
 
 CHART_CELLS = [
@@ -90,7 +79,7 @@ def _test_page(path: Path):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """Build the book copy and serve its HTML; yields (base_url, html_dir, page paths)."""
-    _require_browser()
+    require_browser()
     import papermill as pm
 
     src = tmp_path_factory.mktemp("book")

@@ -1,12 +1,16 @@
 """Derived results: computed once per (record, recipe, parameters), read back without pickle."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from fairens_core import TrainConfig, run
+from fairens_core.__main__ import main as cli
 from fairens_core.analysis import reinit as R
 from fairens_core.derived import derived_frame, derived_names, read_frame, write_frame
+from fairens_core.records import find_record
 
 pytestmark = pytest.mark.usefixtures("cache")
 
@@ -57,3 +61,18 @@ def test_barrier_curves_of_a_record_without_weights_come_from_the_derived_result
     pd.testing.assert_frame_equal(R.barrier_curves(record, pairs=1, alphas=3), curves)
     with pytest.raises(ValueError, match="no weights"):
         R.barrier_curves(record, pairs=1, alphas=5)  # another grid needs the weights again
+
+
+def test_pack_ships_a_record_with_its_derived_results(tmp_path, monkeypatch):
+    cfg = TrainConfig(dataset="mnist1d", dataset_options={"n_samples": 600}, model="cnn1d", width=0.25, members=2,
+                      epochs=1, warmup_epochs=0.5, progress=False, device="cpu")
+    record = run(cfg)
+    curves = R.barrier_curves(record, pairs=1, alphas=3)
+    plan = tmp_path / "plan.jsonl"
+    plan.write_text(json.dumps({"key": cfg.key(), "chapter": "x", "train_flops": 1, "config": cfg.key_fields()}) + "\n")
+    assert cli(["pack", "--plan", str(plan), "--out", str(tmp_path / "packed")]) == 0
+    monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("FAIRENS_RECORDS", str(tmp_path / "packed"))
+    shipped = find_record(cfg.key())
+    assert shipped.weights is None  # packed without weights, yet its curves are there
+    pd.testing.assert_frame_equal(R.barrier_curves(shipped, pairs=1, alphas=3), curves)

@@ -10,7 +10,6 @@ without running it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -24,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+from conftest import CHROMIUM, require_browser
+
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -44,20 +44,6 @@ DRAWN = ".jp-OutputArea-output .vega-embed svg.marks"
 FALLBACK = "text=Interactive chart"
 
 
-def _require_browser():
-    reason = None
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-    elif importlib.util.find_spec("playwright") is None:
-        reason = "the playwright package is not installed"
-    elif importlib.util.find_spec("jupyterlab") is None:
-        reason = "jupyterlab is not installed"
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"JupyterLab test cannot run in CI: {reason}")
-        pytest.skip(reason)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,7 +53,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, make_notebook_module):
     """A JupyterLab server on a folder with `live.ipynb` (not run) and `stored.ipynb` (run)."""
-    _require_browser()
+    require_browser("jupyterlab")
     import papermill as pm
 
     root = tmp_path_factory.mktemp("lab")
@@ -134,7 +120,7 @@ def make_notebook_module():
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    _require_browser()
+    require_browser("jupyterlab")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

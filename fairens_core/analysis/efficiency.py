@@ -30,7 +30,7 @@ from .. import metrics as M
 from ..config import TrainConfig
 from ..models import build_model
 from ..records import RunRecord
-from ..runner import run, run_available
+from ..runner import run_available
 
 AGGREGATIONS = ("arithmetic", "geometric")
 _AGGREGATE = {"arithmetic": M.mean_probs, "geometric": M.geometric_mean_probs}  # Kondratyuk et al. 2020, eq. 1
@@ -98,11 +98,6 @@ def width_family_configs(base: TrainConfig, widths: Sequence[float]) -> dict[flo
     for cfg in configs.values():
         cfg.validate()
     return configs
-
-
-def train_width_family(base: TrainConfig, widths: Sequence[float]) -> list[RunRecord]:
-    """The records of `width_family_configs` (cached runs), in ascending width order."""
-    return [run(cfg) for cfg in width_family_configs(base, widths).values()]
 
 
 def available_width_family(base: TrainConfig, widths: Sequence[float]) -> tuple[list[RunRecord], list[float]]:
