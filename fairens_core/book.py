@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .claims import read_claims
+from .claims import caption, read_claims
 
 INJECTED_TAG = "injected-parameters"
 PRELUDE_TAG = "fairens-prelude"
@@ -361,7 +361,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             mark_full_copy(root, path, output)
         if error is None:
             rows = read_claims(output)
-            verdict = f"claims {sum(r['holds'] for r in rows)}/{len(rows)} hold" if rows else "no claims table"
+            verdict = caption(rows) if rows else "no claims table"
             print(f"ok ({elapsed:.1f}s, {verdict})", flush=True)
         else:
             failed.append(name)

@@ -28,8 +28,12 @@ PROFILES = ("default", "smoke", "full")
 
 # Base training settings of each profile (fields of TrainConfig).
 BASE = {
-    # A one-cycle SGD recipe: a cnn1d member reaches ~95% on mnist1d in 10 epochs (~2 s of CPU).
-    "default": dict(dataset="mnist1d", model="cnn1d", members=20, epochs=10, batch_size=64,
+    # A one-cycle SGD recipe on mnist1d in the papers' regime: 2,000 training signals put a cnn1d
+    # member at ~74% (classes 45-96%), a 5-member ensemble at ~77% (CIFAR-100 ResNet-18 in
+    # Ko et al. 2023: 73.6% -> 78.2%); the default 8,000 would sit at the ceiling (~95%). Half the
+    # signals are the test split (2,000), so per-class accuracies rest on ~200 examples.
+    "default": dict(dataset="mnist1d", dataset_options={"n_samples": 4000, "test_fraction": 0.5},
+                    model="cnn1d", members=20, epochs=10, batch_size=64,
                     optimizer="nesterov", lr=0.1, momentum=0.9, weight_decay=5e-4,
                     schedule="triangular", warmup_epochs=2.5, device="cpu"),
     "smoke": dict(dataset="mnist1d", dataset_options={"n_samples": 1500}, model="cnn1d", width=0.5,
@@ -515,7 +519,10 @@ def chapter_settings(chapter: str | None, profile: str = "default", **parameters
         raise ValueError(f"chapter={chapter!r} is not allowed; choose one of {sorted(CHAPTERS)} or None")
     knobs = dict(CHAPTERS[chapter][profile]) if chapter else {}
     train = dict(BASE[profile])
-    train.update(knobs.pop("train", {}))
+    chapter_train = knobs.pop("train", {})
+    if chapter_train.get("dataset", train["dataset"]) != train["dataset"]:
+        train["dataset_options"] = {}  # the base's options belong to the base's dataset
+    train.update(chapter_train)
     train.update(execution_from_environment())
     profile_dataset = train["dataset"]
     fields = set(TrainConfig.__dataclass_fields__)

@@ -50,7 +50,7 @@ def test_plain_text_fallback():
 def test_dict_rows_and_missing_note():
     row = {"claim": "c", "paper": "p", "measured": 0.5, "holds": 1}
     (out,) = claims_bundle([row])[MIME_TYPE]
-    assert out == {"claim": "c", "paper": "p", "measured": "0.5", "holds": True, "note": ""}
+    assert out == {"claim": "c", "paper": "p", "measured": "0.5", "holds": True, "note": "", "addition": False}
 
 
 CLAIMS_CELL = """# NBVAL_CHECK_OUTPUT
@@ -87,8 +87,10 @@ def executed(tmp_path_factory):
 
 def test_read_claims_round_trip(executed):
     assert read_claims(executed) == [
-        {"claim": "first", "paper": "Fig. 1: 1.3×", "measured": "1.23×", "holds": True, "note": ""},
-        {"claim": "second", "paper": "Tab. 2: 95%", "measured": "91%", "holds": False, "note": "small run"},
+        {"claim": "first", "paper": "Fig. 1: 1.3×", "measured": "1.23×", "holds": True, "note": "",
+         "addition": False},
+        {"claim": "second", "paper": "Tab. 2: 95%", "measured": "91%", "holds": False, "note": "small run",
+         "addition": False},
     ]
     cell = nbformat.read(str(executed), as_version=4).cells[-1]
     assert len(cell.outputs) == 1  # one output, no stray execute_result
@@ -124,10 +126,43 @@ def test_compare_claims_matches_by_statement_and_flags_changed_verdicts():
     from fairens_core.claims import compare_claims
 
     default = [dict(claim="a", measured="1", holds=True), dict(claim="b", measured="2", holds=False),
-               dict(claim="gone", measured="3", holds=True)]
+               dict(claim="gone", measured="3", holds=True), dict(claim="nan", measured="—", holds=None)]
     full = [dict(claim="b", measured="20", holds=True), dict(claim="a", measured="10", holds=True),
-            dict(claim="new", measured="4", holds=False)]
+            dict(claim="new", measured="4", holds=False), dict(claim="nan", measured="1", holds=True)]
     rows = compare_claims(default, full)
-    assert [r["claim"] for r in rows] == ["a", "b", "gone", "new"]
-    assert [r["changed"] for r in rows] == [False, True, True, True]
-    assert rows[1]["full_measured"] == "20" and rows[2]["full_holds"] is None and rows[3]["default_holds"] is None
+    assert [r["claim"] for r in rows] == ["a", "b", "gone", "nan", "new"]
+    assert [r["changed"] for r in rows] == [False, True, True, True, True]
+    assert rows[1]["full_measured"] == "20" and rows[2]["full_verdict"] == "" and rows[4]["default_verdict"] == ""
+    assert rows[3]["default_verdict"] == "not testable here" and rows[3]["default_holds"] is None
+
+
+def test_pass_rules_need_size_and_say_when_untestable():
+    from fairens_core.claims import exceeds, within
+
+    assert exceeds(0.5, 0.1) is True          # 5 standard errors
+    assert exceeds(0.15, 0.1) is False        # right direction, inside the 2-SE margin
+    assert exceeds(-0.5, 0.1) is False
+    assert exceeds(float("nan"), 0.1) is None and exceeds(1.0, float("inf")) is None
+    assert within(0.3, tolerance=0.25, se=0.1) is True and within(0.5, 0.25, 0.1) is False
+    assert within(float("nan"), 0.1) is None
+
+
+def test_untestable_rows_and_additions_are_not_counted_as_the_papers():
+    from fairens_core.claims import caption, counts, summary_text, untestable
+
+    rows = [Claim("a", "Fig. 1", "1", True), Claim("b", "Fig. 2", "2", False),
+            untestable("c", "Fig. 3", "one ensemble size only"),
+            Claim("d", "—", "4", True, addition=True), Claim("e", "—", "5", False, addition=True)]
+    c = counts(rows)
+    assert c["paper"] == {"holds": 1, "fails": 1, "untestable": 1, "tested": 2}
+    assert c["addition"] == {"holds": 1, "fails": 1, "untestable": 0, "tested": 2}
+    assert caption(rows) == "Claims: 1 of 2 hold (1 not testable here); the book's own checks: 1 of 2 hold"
+    bundle = claims_bundle(rows)
+    assert bundle[MIME_TYPE][2]["holds"] is None and bundle[MIME_TYPE][3]["addition"] is True
+    assert 'class="fairens-claim-untestable"' in bundle["text/html"]
+    assert bundle["text/html"].count("<em>(the book's own check)</em>") == 2
+    assert "–  c" in bundle["text/plain"]
+    text = summary_text(rows)
+    assert "1 of 2 of the paper's claims hold" in text
+    assert "Not testable in this run:" in text and "one ensemble size only" in text
+    assert "The book's own checks (not counted as the paper's results): 1 of 2 hold" in text

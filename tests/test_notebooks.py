@@ -24,4 +24,6 @@ def test_chapter_runs_with_smoke_profile(chapter, tmp_path, execute):
     out = execute(chapter, tmp_path / chapter.name, **SMOKE)
     rows = read_claims(out)
     assert rows, f"{chapter.relative_to(ROOT)} shows no claims table (fairens_core.claims.show_claims)"
-    assert all(isinstance(r["holds"], bool) for r in rows)
+    assert all(r["holds"] is None or isinstance(r["holds"], bool) for r in rows)
+    untestable = [r for r in rows if r["holds"] is None]
+    assert all(r["note"].startswith("not testable here: ") for r in untestable), untestable

@@ -47,12 +47,13 @@ ROWS = [Claim("Gain grows", "Fig. 2", "1.3×", True),
 
 def test_summary_counts_and_explains_failures():
     text = summary_text(ROWS)
-    assert text.startswith("**What holds and what does not.** 1 of 3 claims hold in this run. Holds: Gain grows.")
+    assert text.startswith("**What holds and what does not.** 1 of 3 of the paper's claims hold in this run. "
+                           "Holds: Gain grows.")
     assert "Top\\_k \\*plateaus\\*" in text  # Markdown is escaped
     assert "Note: only 10 classes" in text and "Measured: size 9" in text
     assert "\\$5" in text  # no stray dollar math
-    assert "all 1 claims" not in summary_text(ROWS[:1]) and "The claim holds" in summary_text(ROWS[:1])
-    assert "None of the 2 claims" in summary_text(ROWS[1:])
+    assert "all 1 " not in summary_text(ROWS[:1]) and "The paper's claim holds" in summary_text(ROWS[:1])
+    assert "None of the 2 paper's claims" in summary_text(ROWS[1:])
 
 
 def test_summary_defaults_to_the_latest_table():
