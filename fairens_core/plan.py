@@ -19,6 +19,7 @@ points the book to.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from .data import load_dataset
 from .ensemble import StackedEnsemble, init_member
 from .randomness import source_seed
 from .records import RunRecord
-from .train import History, assemble, plan_phases
+from .train import History, assemble, build_ensemble, group_members, make_optimizer, plan_phases, training_step
 
 SPEED_FIELDS = ("max_group", "channels_last", "compile")  # execution fields a plan keeps (not in the key)
 PLACEHOLDER_FLOPS_PER_SECOND = 1e14  # a placeholder's stand-in wall time: its FLOPs at this rate
@@ -44,11 +45,18 @@ class Planner:
 
     def note(self, config: TrainConfig, record: RunRecord | None = None) -> RunRecord:
         """Add `config` to the plan, with the cost and size of its record (a placeholder when it
-        is not cached); return that record."""
-        record = record if record is not None else placeholder_record(config)
+        is not cached) and its time: the cached record's wall time, or for a CPU run an estimate
+        from this CPU's measured speed on the run's model; return that record."""
+        cached = record is not None
+        record = record if cached else placeholder_record(config)
         meta = record.meta
         flops = training_flops(config, meta["flops_per_example"], meta["n_train"], meta["n_test"])
-        add_to_plan(config, Path(self.path), flops, packed_bytes(record), self.chapter)
+        timing = {}
+        if cached:
+            timing["wall_s"] = round(float(meta.get("wall_time_s", 0.0)), 1)
+        elif config.device == "cpu":  # "auto" means a GPU where the plan will run
+            timing["est_cpu_s"] = round(flops / cpu_training_speed(config, meta), 1)
+        add_to_plan(config, Path(self.path), flops, packed_bytes(record), self.chapter, **timing)
         return record
 
 
@@ -80,14 +88,16 @@ def read_plan(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def add_to_plan(config: TrainConfig, path: Path, train_flops: int, packed_bytes: int = 0, chapter: str = "") -> None:
-    """Append `config` to the plan at `path` unless it is already there."""
+def add_to_plan(config: TrainConfig, path: Path, train_flops: int, packed_bytes: int = 0, chapter: str = "",
+                **timing: float) -> None:
+    """Append `config` to the plan at `path` unless it is already there. `timing`: `wall_s` (the
+    cached record's training time) or `est_cpu_s` (an estimate for a CPU run)."""
     key = config.key()
     if path.exists() and any(e["key"] == key for e in read_plan(path)):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     entry = {"key": key, "chapter": chapter, "train_flops": train_flops,
-             "packed_bytes": packed_bytes,
+             "packed_bytes": packed_bytes, **timing,
              "config": config.key_fields() | {k: getattr(config, k) for k in SPEED_FIELDS}}
     with path.open("a") as f:
         f.write(json.dumps(entry, default=list) + "\n")
@@ -110,6 +120,38 @@ def training_flops(config: TrainConfig, flops_per_example: int, n_train: int, n_
         evals += len(eval_steps(parent.start, parent.stop, steps_per_epoch))
     tracked = n_train if config.track_outputs == -1 else min(config.track_outputs, n_train)
     return flops_per_example * (3 * member_steps * config.batch_size + evals * (n_test + tracked))
+
+
+_cpu_speed: dict[tuple, float] = {}  # (architecture, group size, batch, objective) -> FLOP/s
+
+
+def cpu_training_speed(config: TrainConfig, meta: dict, steps: int = 3) -> float:
+    """Training FLOP/s this CPU achieves on `config`: `steps` timed optimizer steps (after one
+    warm-up step) of one group of its members, with the training code itself (`build_ensemble`,
+    `training_step`) on random inputs, counted as `training_flops` counts them (3 × forward).
+    Measured once per architecture, group size and batch size in a process. A busy CPU measures
+    slow, so the estimate errs long."""
+    cfg = config.replace(device="cpu").validate()
+    shape, classes = tuple(meta["input_shape"]), int(meta["num_classes"])
+    group = len(group_members(cfg)[0])
+    batch = min(cfg.batch_size, int(meta["n_train"]))
+    ident = (cfg.model, cfg.width, cfg.dropout, shape, classes, group, batch, cfg.is_joint, cfg.execution)
+    if ident not in _cpu_speed:
+        device = torch.device("cpu")
+        members = [init_member(cfg, shape, classes, seed) for seed in range(group)]
+        ens = build_ensemble(cfg, members, device)
+        opt = make_optimizer(cfg, ens.parameters())
+        task = meta.get("task", "classification")
+        x = torch.randn(group, batch, *shape)
+        y = torch.randn(group, batch, classes) if task == "regression" else torch.randint(classes, (group, batch))
+        ens.train()
+        for i in range(steps + 1):
+            if i == 1:
+                start = time.perf_counter()
+            training_step(cfg, task, ens, opt, x, y)
+        per_step = (time.perf_counter() - start) / steps
+        _cpu_speed[ident] = 3 * meta["flops_per_example"] * batch * group / max(per_step, 1e-9)
+    return _cpu_speed[ident]
 
 
 # ---------------------------------------------------------------------------- placeholders
@@ -171,22 +213,57 @@ def packed_bytes(record) -> int:
 
 
 # ---------------------------------------------------------------------------- reading a plan
+def _si(flops: float) -> str:
+    """FLOPs with an SI prefix: "1.2 T", "74.6 P"."""
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {prefix}"
+    return f"{flops:.3g} "
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 \
+        else f"{seconds / 3600:.1f} h"
+
+
+def entry_seconds(entry: dict, flops_per_second: float | None = None) -> tuple[float | None, str]:
+    """(seconds, how it was obtained) for one plan entry: at `flops_per_second` when given,
+    else the cached record's wall time, else the CPU estimate; (None, "") when none applies."""
+    if flops_per_second:
+        return entry["train_flops"] / flops_per_second, "est."
+    if "wall_s" in entry:
+        return entry["wall_s"], "cached"
+    if "est_cpu_s" in entry:
+        return entry["est_cpu_s"], "est. CPU"
+    return None, ""
+
+
 def describe(entries: list[dict], flops_per_second: float | None = None) -> str:
-    """A table of planned runs and their training cost, with totals per chapter."""
-    minutes = (lambda pf: f"{pf * 1e15 / flops_per_second / 60:8.2f}") if flops_per_second else (lambda pf: "")
+    """A table of planned runs, their training cost and time, with totals per chapter.
+
+    Time: at `flops_per_second` when given (a GPU's achieved rate); otherwise a cached run's
+    measured wall time, or an estimate for a CPU run measured on this CPU (`cpu_training_speed`)."""
     rows = [f"{'chapter':<22} {'key':<16} {'dataset':<13} {'model':<10} {'width':>5} {'M':>3} {'ep':>4} "
-            f"{'PFLOP':>8} {'MB':>7}" + ("  est. min" if flops_per_second else "")]
+            f"{'FLOP':>8} {'MB':>7}  time"]
     by_chapter: dict[str, list[float]] = {}
     for e in entries:
-        c, pf, mb = e["config"], e["train_flops"] / 1e15, e.get("packed_bytes", 0) / 1e6
-        totals = by_chapter.setdefault(e["chapter"] or "(no chapter)", [0.0, 0.0])
-        totals[0], totals[1] = totals[0] + pf, totals[1] + mb
+        c, mb = e["config"], e.get("packed_bytes", 0) / 1e6
+        seconds, how = entry_seconds(e, flops_per_second)
+        totals = by_chapter.setdefault(e["chapter"] or "(no chapter)", [0.0, 0.0, 0.0])
+        totals[0] += e["train_flops"]
+        totals[1] += mb
+        totals[2] += seconds or 0.0
+        time_text = f"{_duration(seconds)} ({how})" if seconds is not None else "—"
         rows.append(f"{e['chapter']:<22} {e['key']:<16} {c['dataset']:<13} {c['model']:<10} {c['width']:>5} "
-                    f"{c['members']:>3} {c['epochs']:>4} {pf:8.3f} {mb:7.1f}  {minutes(pf)}")
-    by_chapter["total"] = [sum(v[0] for v in by_chapter.values()), sum(v[1] for v in by_chapter.values())]
-    for chapter, (pf, mb) in by_chapter.items():
-        rows.append(f"{chapter:<22} {'':<16} {'':<13} {'':<10} {'':>5} {'':>3} {'':>4} {pf:8.3f} {mb:7.1f}  "
-                    f"{minutes(pf)}")
+                    f"{c['members']:>3} {c['epochs']:>4} {_si(e['train_flops']):>8} {mb:7.1f}  {time_text}")
+    by_chapter["total"] = [sum(v[i] for v in by_chapter.values()) for i in range(3)]
+    for chapter, (flops, mb, seconds) in by_chapter.items():
+        rows.append(f"{chapter:<22} {'':<16} {'':<13} {'':<10} {'':>5} {'':>3} {'':>4} {_si(flops):>8} {mb:7.1f}  "
+                    f"{_duration(seconds) if seconds else '—'}")
     if flops_per_second:
-        rows.append(f"(est. min: at {flops_per_second / 1e12:.0f} TFLOP/s achieved; MB: uncompressed, without weights)")
+        rows.append(f"(time: at {_si(flops_per_second)}FLOP/s achieved; MB: uncompressed, without weights)")
+    else:
+        rows.append("(time: cached = the record's measured training time; est. CPU = from this CPU's measured "
+                    "speed on each model; a GPU run without --flops-per-second has none; MB: uncompressed, "
+                    "without weights)")
     return "\n".join(rows)

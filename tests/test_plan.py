@@ -62,6 +62,23 @@ def test_planning_notes_each_run_once_and_trains_nothing(tmp_path, monkeypatch, 
     assert [e["key"] for e in entries] == [cfg.key(), cfg.replace(members=4).key()]
     assert entries[1]["train_flops"] > entries[0]["train_flops"] > 0
     assert find_record(cfg.key()) is None and not (cache / "records").exists()
+    assert all(e["est_cpu_s"] > 0 for e in entries)  # CPU runs get a measured-speed estimate
+
+
+def test_the_plan_table_gives_flops_with_a_prefix_and_a_time_for_cpu_runs(tmp_path):
+    from fairens_core.plan import describe
+
+    plan = tmp_path / "plan.jsonl"
+    instead_of_training(Planner(plan, "ch"))
+    cfg = TrainConfig(**TINY)
+    run(cfg)
+    run(cfg.replace(members=4, device="auto"))  # a GPU-or-CPU run: no CPU estimate without a rate
+    table = describe(read_plan(plan))
+    assert "0.000" not in table and " M " in table
+    lines = table.splitlines()
+    assert "(est. CPU)" in lines[1] and lines[2].endswith("—")
+    at_rate = describe(read_plan(plan), flops_per_second=1e7)
+    assert "43 s (est.)" in at_rate and "at 10 MFLOP/s achieved" in at_rate
 
 
 def test_a_cached_run_is_planned_too_and_answered_from_the_cache(tmp_path, monkeypatch):
@@ -72,6 +89,7 @@ def test_a_cached_run_is_planned_too_and_answered_from_the_cache(tmp_path, monke
     again = run(cfg)
     assert not again.meta.get("placeholder") and torch.equal(again.test_logits, trained.test_logits)
     assert [e["key"] for e in read_plan(plan)] == [cfg.key()] and read_plan(plan)[0]["train_flops"] > 0
+    assert read_plan(plan)[0]["wall_s"] == round(trained.meta["wall_time_s"], 1)
 
 
 def test_training_flops_counts_every_member_step_and_evaluation():
