@@ -53,6 +53,7 @@ from .claims import caption, read_claims
 
 INJECTED_TAG = "injected-parameters"
 PRELUDE_TAG = "fairens-prelude"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # a live ipywidget's output
 FULL_DIR = Path("book") / "full"  # full-profile copies of chapters, relative to the book root
 FULL_RECORDS = Path("records") / "full"  # their run records, shipped with the book
 EXECUTED_DIR = Path("_build") / "executed"  # the copy of the book that is executed and built
@@ -241,13 +242,18 @@ def _error_tail(exc: Exception, n: int = 12) -> str:
 
 
 def _strip_run_metadata(nb) -> None:
-    """Remove timestamps and absolute paths so a re-run only changes real outputs."""
+    """Remove timestamps, absolute paths and live widgets, so that a re-run only changes real
+    outputs and a stored chapter shows each widget's static fallback (a widget without a kernel
+    is dead weight: its view cannot render and its state only repeats the fallback)."""
     pm_meta = nb.metadata.get("papermill", {})
     for key in ("start_time", "end_time", "duration", "exception", "input_path", "output_path"):
         pm_meta.pop(key, None)
+    nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(WIDGET_VIEW, None)
 
 
 # -------------------------------------------------------------- the command
