@@ -118,14 +118,16 @@ def within(difference, tolerance, se=0.0, margin: float = 2.0) -> Optional[bool]
 def counts(rows: Iterable[ClaimLike]) -> dict:
     """How many rows hold, fail and cannot be tested, for the paper's rows and the book's additions.
 
-    Returns ``{"paper": {"holds", "fails", "untestable", "tested"}, "addition": {...}}``.
+    Rows are Claims or mappings with at least "holds" (and "addition"). Returns
+    ``{"paper": {"holds", "fails", "untestable", "tested"}, "addition": {...}}``.
     """
     out = {kind: {"holds": 0, "fails": 0, "untestable": 0, "tested": 0} for kind in ("paper", "addition")}
-    for r in map(_as_claim, rows):
-        tally = out["addition" if r.addition else "paper"]
-        key = "untestable" if r.holds is None else ("holds" if r.holds else "fails")
+    for r in rows:
+        holds, addition = (r.holds, r.addition) if isinstance(r, Claim) else (r.get("holds"), r.get("addition"))
+        tally = out["addition" if addition else "paper"]
+        key = "untestable" if holds is None else ("holds" if holds else "fails")
         tally[key] += 1
-        tally["tested"] += r.holds is not None
+        tally["tested"] += holds is not None
     return out
 
 
