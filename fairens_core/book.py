@@ -54,6 +54,7 @@ from .claims import caption, read_claims
 INJECTED_TAG = "injected-parameters"
 PRELUDE_TAG = "fairens-prelude"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # a live ipywidget's output
+CELL_TIMEOUT_S = 3600  # a cell running longer has hung (the longest default-profile cell takes minutes)
 FULL_DIR = Path("book") / "full"  # full-profile copies of chapters, relative to the book root
 FULL_RECORDS = Path("records") / "full"  # their run records, shipped with the book
 EXECUTED_DIR = Path("_build") / "executed"  # the copy of the book that is executed and built
@@ -220,7 +221,7 @@ def run_chapter(path: Path, parameters: dict, kernel: str = "python3",
         out = Path(tmp) / path.name
         try:
             pm.execute_notebook(nb, str(out), parameters=parameters or None,
-                                kernel_name=kernel, cwd=str(path.parent),
+                                kernel_name=kernel, cwd=str(path.parent), execution_timeout=CELL_TIMEOUT_S,
                                 progress_bar=False, log_output=False)
         except Exception as exc:  # noqa: BLE001 - report any failure by chapter
             if failed_dir is not None and out.exists():
