@@ -77,6 +77,10 @@ class Claim:
         object.__setattr__(self, "measured", str(self.measured))
         object.__setattr__(self, "note", "" if self.note is None else str(self.note))
         object.__setattr__(self, "addition", bool(self.addition))
+        if self.holds is None and not self.note.startswith(UNTESTABLE):
+            # every untestable row says so in the same words (and why, when the chapter knows)
+            why = self.note or "this run cannot decide it (an undefined value, or too noisy at this scale)"
+            object.__setattr__(self, "note", f"{UNTESTABLE}: {why}")
 
     def to_dict(self) -> dict:
         """The row as a plain dict with keys :data:`KEYS`."""
@@ -108,11 +112,18 @@ def exceeds(difference, se, margin: float = 2.0) -> Optional[bool]:
 
 
 def within(difference, tolerance, se=0.0, margin: float = 2.0) -> Optional[bool]:
-    """The pass rule for "A matches B": ``|A - B|`` is at most ``tolerance`` plus ``margin``
-    standard errors. None (not testable) when a value is not finite."""
+    """The pass rule for "A matches B (to within `tolerance`)", an equivalence test: True when
+    ``|A - B|`` plus ``margin`` standard errors stays inside the tolerance, False when ``|A - B|``
+    minus the margin is still outside it, and None (not testable: too noisy to decide) when the
+    band straddles the tolerance or a value is not finite. A noisy run cannot pass it by noise."""
     if not finite(difference, tolerance, se):
         return None
-    return abs(float(difference)) <= float(tolerance) + margin * float(se)
+    gap, band = abs(float(difference)), margin * float(se)
+    if gap + band <= float(tolerance):
+        return True
+    if gap - band > float(tolerance):
+        return False
+    return None
 
 
 def counts(rows: Iterable[ClaimLike]) -> dict:
@@ -219,8 +230,9 @@ def summary_text(rows: Iterable[ClaimLike]) -> str:
     if extra:
         ok = sum(r.holds is True for r in extra)
         n = sum(r.holds is not None for r in extra)
-        lines += [f"The book's own checks (not counted as the paper's results): {ok} of {n} hold"
-                  + ("; " + "; ".join(f"{_md(r.claim)} ({_verdict_word(r.holds)})" for r in extra) + "."), ""]
+        tally = f"{ok} of {n} hold" if n else "none can be tested in this run"
+        lines += [f"The book's own checks (not counted as the paper's results): {tally}; "
+                  + "; ".join(f"{_md(r.claim)} ({_verdict_word(r.holds)})" for r in extra) + ".", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

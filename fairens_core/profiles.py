@@ -127,7 +127,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
                                    vary="init", save_weights=False),
                         betas=[0, 0.25, 0.5, 0.75, 0.9, 1], repeats=3, dropout_ps=[0.2, 0.4, 0.6],
                         dropout_repeats=100, abalone_train=dict(batch_size=128, epochs=15, warmup_epochs=1),
-                        abalone_repeats=2),
+                        abalone_repeats=3),
         "smoke": dict(train=dict(dataset="diabetes", dataset_options={}, model="mlp", width=0.25, members=3,
                                  epochs=2, batch_size=32, lr=0.02, weight_decay=1e-2, warmup_epochs=0.5,
                                  vary="init", save_weights=False),
@@ -183,8 +183,8 @@ CHAPTERS: dict[str, dict[str, dict]] = {
     "independent_vs_joint": {
         "default": dict(train=dict(width=0.5, members=5, epochs=6, warmup_epochs=1.5, vary="init",
                                    track_predictions=-1),
-                        betas=[0, 0.2, 0.4, 0.6, 0.8, 1], score_betas=[0, 0.4, 0.8, 1], large_members=10,
-                        large_betas=[0, 0.4, 0.8, 1], repeats=1, cnn_train=None),
+                        betas=[0, 0.2, 0.4, 0.6, 0.8, 1], score_betas=[0, 1], large_members=10,
+                        large_betas=[0, 1], repeats=3, cnn_train=None),
         "smoke": dict(train=dict(members=3, epochs=2, warmup_epochs=0.5, vary="init", track_predictions=-1),
                       betas=[0, 0.5, 1], score_betas=[0, 1], large_members=4, large_betas=[0, 1], repeats=1,
                       cnn_train=None),
@@ -200,7 +200,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
     "learner_dropout": {
         "default": dict(train=dict(width=0.5, members=5, epochs=6, warmup_epochs=1.5, vary="init",
                                    track_predictions=-1),
-                        dropouts=[0, 0.2, 0.4, 0.6], repeats=1),
+                        dropouts=[0, 0.2, 0.4, 0.6], repeats=3),
         "smoke": dict(train=dict(members=3, epochs=2, warmup_epochs=0.5, vary="init", track_predictions=-1),
                       dropouts=[0, 0.5], repeats=1),
         "full": dict(train=dict(width=0.5, members=5, vary="init", label_smoothing=0.0, track_predictions=1000),

@@ -121,6 +121,11 @@ def box(notebook_path, root: Optional[Path] = None, params: Optional[list[Parame
         "lists as YAML (`-y \"NAME: [1, 2]\"`). `None` means the profile's choice. "
         "Runs already trained are read from the record cache.",
         "",
+        "What a setting costs before running it: "
+        f"`python -m fairens_core plan --profile default --chapters {name}{' ' + ex if ex else ''}` lists every "
+        "run it would train, with its time (measured for a run in the cache, estimated from this CPU's "
+        "speed otherwise). In JupyterLab, the form in the chapter's last cell re-runs it with new values.",
+        "",
         "| parameter | default | what it sets |",
         "|:--|:--|:--|",
     ]

@@ -103,6 +103,15 @@ def describe_vary(vary) -> str:
     return " and ".join(parts) if parts else VARY_WORDS["none"]
 
 
+def dataset_label(config) -> str:
+    """The data a run used, as a reader knows it: a CSV table by its file (``csv:iris.csv``, the
+    name its records carry), else the dataset's name."""
+    options = dict(getattr(config, "dataset_options", None) or {})
+    if config.dataset == "csv" and options.get("path"):
+        return f"csv:{str(options['path']).replace(chr(92), '/').rsplit('/', 1)[-1]}"
+    return config.dataset
+
+
 def _is_missing(value) -> bool:
     if value is None:
         return True

@@ -198,3 +198,52 @@ def test_chapter_profiles_resolve():
         E.check_chapter(s.config.model, s.config.members, s.widths, s.sizes, s.draws, s.plateau_at)
     assert chapter_settings("flops", "full").config.model == "fastcnn"
     assert np.all(np.diff(chapter_settings("flops", "default").widths) > 0)
+
+
+# --------------------------------------------------------------------------- seed-level standard errors
+
+def test_leave_out_drops_one_member(pool):
+    probs, _ = pool
+    record = _record(0.5, probs)
+    table = E.efficiency_table([record], leave_out=2)
+    # members 0 and 1 remain: singles 1/2 each, and no ensemble of 3
+    assert sorted(table.n.unique()) == [1, 2] and set(table.pool) == {2}
+    singles = table[(table.n == 1) & (table.aggregation == "geometric")].accuracy.iloc[0]
+    assert singles == pytest.approx(0.5)
+
+
+def test_jackknife_of_the_mean_member_is_its_standard_error(pool):
+    probs, _ = pool
+    record = _record(0.5, probs)
+    table = E.efficiency_table([record])
+    replicates = E.jackknife_tables([record])
+    assert len(replicates) == 3
+
+    def mean_single(t):
+        return t[(t.n == 1) & (t.aggregation == "arithmetic")].accuracy.iloc[0]
+
+    est, se = E.jackknife(table, replicates, mean_single)
+    members = np.array([0.5, 0.5, 1.0])  # member accuracies (see the pool fixture)
+    assert est == pytest.approx(members.mean())
+    # for a mean the jackknife SE is the usual std / sqrt(M)
+    assert se == pytest.approx(members.std(ddof=1) / np.sqrt(3))
+    # too few replicates: no SE
+    assert np.isnan(E.jackknife(table, replicates[:2], mean_single)[1])
+
+
+def test_margins_gaps_steps_and_slowdown_by_hand():
+    table = _table({1: (10, [0.80, 0.86, 0.89, 0.90]), 2: (35, [0.88, 0.91, 0.92, 0.93])})
+    table["aggregation"] = "geometric"
+    assert E.single_steps(table) == pytest.approx([0.08])
+    assert E.margins(table) == pytest.approx([0.01])  # .89 at 30 FLOPs against .88 at 35
+    # the largest narrow ensemble (40 FLOPs, .90) against the best wide one within 40 FLOPs (.88)
+    assert E.crossover_gaps(table) == pytest.approx([-0.02])
+    # per member: (.89 - .80) / 2 up to n = 3, then (.90 - .89) / 1
+    assert E.slowdown(table, 3) == pytest.approx([0.045 - 0.01, (0.92 - 0.88) / 2 - 0.01])
+    assert np.isnan(E.slowdown(table, 4)).all()  # nothing after the largest size
+
+
+def test_mean_geometric_gain():
+    table = pd.DataFrame({"width": [1] * 6, "n": [1, 1, 2, 2, 3, 3], "aggregation": ["arithmetic", "geometric"] * 3,
+                          "accuracy": [0.8, 0.8, 0.85, 0.86, 0.9, 0.9]})
+    assert E.mean_geometric_gain(table) == pytest.approx(0.005)

@@ -67,3 +67,38 @@ def test_size_to_reach_is_na_when_the_gain_is_undefined():
     reach = fairness.size_to_reach(curves, 0.95)["size_to_95pct"]
     assert reach.isna().to_dict() == {"never": True, "grows": True, "ok": False}
     assert reach["ok"] == 2
+
+
+def test_pool_gains_in_three_units_by_hand(pool):
+    probs, y = pool
+    gains = fairness.pool_gains(probs, y, k=1)
+    # members 4/6, 4/6, 6/6 right; the ensemble gets all six right
+    assert gains.loc["all", "single"] == pytest.approx(100 * 14 / 18)
+    assert gains.loc["all", "points"] == pytest.approx(100 - 100 * 14 / 18)
+    assert gains.loc["all", "relative"] == pytest.approx(18 / 14)
+    assert gains.loc["all", "fixed"] == pytest.approx(100.0)  # every error of the average member fixed
+    assert gains.loc["top-k", "fixed"] != gains.loc["top-k", "fixed"]  # class 0 has no error: undefined (NaN)
+
+
+def test_gains_are_nan_not_inf_when_the_single_model_never_wins(recwarn):
+    y = torch.tensor([0, 1])
+    probs = torch.stack([_one_hot([0, 0], 2), _one_hot([0, 0], 2)])  # nobody ever predicts class 1
+    curves = fairness.gain_curves(probs, y, k=1, draws=3)
+    bottom = curves[curves.group == "bottom-k"]["gain"]
+    assert bottom.isna().all()
+    assert fairness.pool_gains(probs, y, k=1).loc["bottom-k", "relative"] != fairness.pool_gains(probs, y, k=1).loc["bottom-k", "relative"]
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_paired_differences_and_the_two_se_rule(pool):
+    probs, y = pool
+    table = fairness.seed_gains({0: probs, 1: probs.flip(0), 2: probs}, y, k=1)
+    mean, se, n = fairness.paired(table, "points")
+    assert n == 3 and se == pytest.approx(0.0)
+    assert mean == pytest.approx(table.query("group == 'bottom-k'").points.iloc[0]
+                                 - table.query("group == 'top-k'").points.iloc[0])
+    assert fairness.two_se_claim("c", "p", "m", 1.0, 0.4, 3).holds is True
+    assert fairness.two_se_claim("c", "p", "m", 1.0, 0.6, 3).holds is False
+    assert fairness.two_se_claim("c", "p", "m", 1.0, 0.1, 2).holds is None  # too few seeds
+    assert fairness.two_se_claim("c", "p", "m", float("nan"), 0.1, 3).note.startswith("not testable here")
+    assert fairness.describe(float("inf"), 0.1) == "undefined"

@@ -169,3 +169,29 @@ def test_train_seeds_gives_one_record_per_seed(tmp_path, monkeypatch):
                       epochs=1, warmup_epochs=0.5, device="cpu", progress=False)
     records = J.train_seeds(cfg, [3, 4], beta=1.0, vary="init")
     assert [(r.config["seed"], r.config["beta"], r.config["vary"]) for r in records] == [(3, 1.0, "init"), (4, 1.0, "init")]
+
+
+def test_paired_difference_by_hand():
+    table = pd.DataFrame({"seed": [0, 1, 2, 0, 1, 2], "beta": [0.0] * 3 + [1.0] * 3,
+                          "ensemble_acc": [0.9, 0.8, 0.7, 0.5, 0.6, 0.4]})
+    out = J.paired_difference(table, "ensemble_acc", 0.0, 1.0)
+    d = np.array([0.4, 0.2, 0.3])
+    assert out["n"] == 3
+    assert out["diff"] == pytest.approx(d.mean())
+    assert out["se"] == pytest.approx(d.std(ddof=1) / math.sqrt(3))
+    assert out["a_mean"] == pytest.approx(0.8) and out["b_mean"] == pytest.approx(0.5)
+
+
+def test_paired_difference_needs_three_seeds_and_both_conditions():
+    table = pd.DataFrame({"seed": [0, 1, 0, 1], "beta": [0.0, 0.0, 1.0, 1.0], "ensemble_acc": [0.9, 0.8, 0.5, 0.6]})
+    out = J.paired_difference(table, "ensemble_acc", 0.0, 1.0)
+    assert out["n"] == 2 and math.isnan(out["se"]) and out["diff"] == pytest.approx(0.3)
+    missing = J.paired_difference(table, "ensemble_acc", 0.0, 0.5)
+    assert missing["n"] == 0 and math.isnan(missing["diff"])
+
+
+def test_closest_rival():
+    table = pd.DataFrame({"beta": [0.0, 0.5, 1.0], "ensemble_acc": [0.9, 0.7, 0.5]})
+    assert J.closest_rival(table, "ensemble_acc", 1.0) == 0.5
+    assert J.closest_rival(table, "ensemble_acc", 0.0, lowest=False) == 0.5
+    assert J.closest_rival(table[table.beta == 1.0], "ensemble_acc", 1.0) is None

@@ -271,3 +271,67 @@ def test_subspace_plan_starts_the_iterates_after_the_fraction():
 
     assert L.subspace_plan(TrainConfig(members=5, epochs=10), 0, 4, 0.5) == 6
     assert L.subspace_plan(TrainConfig(members=5, epochs=2), 0, 4, 0.9) == 1
+
+
+def test_per_member_similarity_and_mean_se():
+    rec = fake_trajectory_record()
+    runs = L.per_member_similarity(rec, late_from=2)
+    assert runs.member.tolist() == [0, 1]
+    assert runs.init_cosine.tolist() == pytest.approx([-1.0, -1.0])  # member 1 is member 0 negated
+    # member 0's checkpoints 2 and 3: (1, 1) and (0, 1) -> cosine 1/sqrt(2)
+    assert runs.late_cosine[0] == pytest.approx(1 / math.sqrt(2))
+    within = L.checkpoint_similarity(rec, 0).set_index(["a", "b"])
+    assert runs.adjacent_disagreement[0] == pytest.approx(within.loc[(2, 3), "disagreement"])
+    assert runs.init_disagreement_min[0] == pytest.approx(runs.init_disagreement[0])  # one other run
+    mean, se = L.mean_se([1.0, 2.0, 3.0, np.nan])
+    assert mean == pytest.approx(2.0) and se == pytest.approx(1 / math.sqrt(3))
+    assert np.isnan(L.mean_se([1.0])[1]) and np.isnan(L.mean_se([])[0])
+
+
+def test_run_overlaps_by_hand():
+    # 3 runs, 2 epochs, k = 2 hardest examples each
+    hard = torch.tensor([[[0, 1], [0, 2]], [[0, 1], [0, 3]], [[4, 5], [2, 3]]])
+    per_run = L.run_overlaps(hard, epoch=0).set_index("run")
+    assert per_run.along.tolist() == pytest.approx([0.5, 0.5, 0.0])  # epoch 1 vs the final epoch
+    # final sets {0,2}, {0,3}, {2,3}: each shares one example with each other run
+    assert per_run.across.tolist() == pytest.approx([0.5, 0.5, 0.5])
+
+
+def test_same_group_neighbour_per_point():
+    pts = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [5.1, 0.0], [2.6, 0.0]])
+    same = L.same_group_neighbour(pts, ["a", "a", "b", "b", "a"])
+    # the last point (2.6) is 2.4 from 5.0 (group b) and 2.5 from 0.1: its neighbour is in the other group
+    assert same.tolist() == [True, True, True, True, False]
+    assert same.mean() == pytest.approx(L.same_group_neighbour_share(pts, ["a", "a", "b", "b", "a"]))
+
+
+def test_curve_slowdown_and_jackknife():
+    curve = pd.DataFrame({"size": [1, 2, 3, 4, 5], "accuracy": [0.90, 0.93, 0.94, 0.945, 0.947]})
+    # first half (sizes 1 -> 3): 0.02 per member; second half (3 -> 5): 0.0035
+    assert L.curve_slowdown(curve) == pytest.approx(0.02 - 0.0035)
+    assert np.isnan(L.curve_slowdown(curve.iloc[:2]))
+    y = torch.tensor([0, 1, 0, 1])
+    logits = torch.randn(4, 4, 2, generator=torch.Generator().manual_seed(0))
+    est, se = L.curve_jackknife(logits, y, lambda c: c.accuracy.iloc[0], draws=10)
+    assert 0 <= est <= 1 and se >= 0
+    assert np.isnan(L.curve_jackknife(logits[:2], y, lambda c: c.accuracy.iloc[0])[1])
+
+
+def test_subspace_by_centre_and_complementarity():
+    y = torch.tensor([0, 1])
+    right, wrong = torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([[0.0, 2.0], [2.0, 0.0]])
+    # three solutions: 0 and 1 right on both examples, 2 wrong on both
+    rec = SimpleNamespace(logits=lambda: torch.stack([right, right, wrong]))
+    # around each centre, 3 samples; the samples around centre 2 are right
+    pools = {(0, "g"): torch.stack([right, right, wrong]), (1, "g"): torch.stack([wrong, wrong, right]),
+             (2, "g"): torch.stack([right, right, right])}
+    frame = L.subspace_by_centre(pools, rec, y, size=2).set_index("centre")
+    assert frame.solution.tolist() == [1.0, 1.0, 0.0]
+    assert frame.ensemble.tolist() == [1.0, 0.0, 1.0]  # two samples: right+right, wrong+wrong, right+right
+    assert frame.gain.tolist() == [0.0, -1.0, 1.0]
+    comp = L.complementarity(pools, rec, y, "g", [0, 1, 2])
+    # around: 3 samples around one centre -> right,right,wrong (1.0); wrong,wrong,right (0.0); all right (1.0)
+    assert comp["around"].tolist() == [1.0, 0.0, 1.0]
+    # across, sample j of each centre: (r, w, r) -> 1, (r, w, r) -> 1, (w, r, r) -> 1
+    assert comp["across"].tolist() == [1.0, 1.0, 1.0]
+    assert comp["solutions"] == 1.0 and comp["pooled"] == 1.0

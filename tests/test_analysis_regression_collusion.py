@@ -140,3 +140,42 @@ def test_chapter_analysis_on_a_tiny_csv(tmp_path, monkeypatch):
     assert traj[traj.split == "train"].examples.iloc[0] == 128  # 80% of 160
     gap = rc.generalization_gap(traj)
     assert len(gap) == 4 and (gap.repeats == 1).all()
+
+
+def test_batched_dropout_matches_the_metrics_library():
+    from fairens_core.metrics import diversity as D
+
+    g = torch.Generator().manual_seed(3)
+    f = torch.randn(10, 40, generator=g, dtype=torch.float64)
+    y = torch.randn(40, generator=g, dtype=torch.float64)
+    fast = rc.dropout_increases(f, y, (0.2, 0.4, 0.6), repeats=30, seed=7)
+    for p in (0.2, 0.4, 0.6):
+        assert fast[p] == pytest.approx(D.learner_dropout_error_increase(f, y, p, "mse", repeats=30, seed=7), rel=1e-10)
+
+
+def test_debiasing_check_app_c1():
+    # any zero-sum shifts of the optimally debiased members leave at least as much diversity
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(5, 30, generator=g, dtype=torch.float64) + torch.arange(5, dtype=torch.float64)[:, None]
+    assert rc.debiasing_check(f, draws=100) >= 1.0
+    assert math.isnan(rc.debiasing_check(torch.stack([X, X + 1])))  # pure offsets: nothing left to compare
+
+
+def test_record_metrics_are_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path / "cache"))
+    preds = torch.stack([X + 1 + ALTERNATE, X - 1 - ALTERNATE])
+    calls = []
+    record = SimpleNamespace(key="abc", y_test=X, logits=lambda: calls.append(1) or preds)
+    first = rc.record_metrics(record, ps=(0.5,), repeats=4)
+    second = rc.record_metrics(record, ps=(0.5,), repeats=4)
+    assert first == second and len(calls) == 1
+    assert first["debiased_share"] == pytest.approx(0.8)
+
+
+def test_mean_se_and_paired_difference():
+    sweep = pd.DataFrame({"beta": [0.0] * 3 + [1.0] * 3, "seed": [0, 1, 2] * 2, "DIV": [1.0, 2.0, 3.0, 4.0, 6.0, 8.0]})
+    mean, se, n = rc.mean_se(sweep, "DIV", 1.0)
+    assert (mean, n) == (6.0, 3) and se == pytest.approx(2 / math.sqrt(3))
+    d = rc.paired_difference(sweep, "DIV", 1.0, 0.0)
+    assert d["diff"] == pytest.approx(4.0) and d["se"] == pytest.approx(1 / math.sqrt(3))
+    assert math.isnan(rc.mean_se(sweep[sweep.seed < 2], "DIV", 1.0)[1])

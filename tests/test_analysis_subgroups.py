@@ -66,6 +66,7 @@ def test_repeat_table_summarize_and_minority_vs_majority():
     gains = S.minority_vs_majority(frame).iloc[0]
     assert (gains["minority"], gains["majority"]) == ("b", "a")
     assert gains["gap"] == pytest.approx(0.5) and gains["gap_std"] == 0.0
+    assert gains["gap_se"] == 0.0 and gains["repeats"] == 2
     named = S.minority_vs_majority(frame, minority="a", majority="b").iloc[0]
     assert named["gap"] == pytest.approx(-0.5)
     table = S.paper_table(S.summarize(frame))

@@ -143,8 +143,13 @@ def test_pass_rules_need_size_and_say_when_untestable():
     assert exceeds(0.15, 0.1) is False        # right direction, inside the 2-SE margin
     assert exceeds(-0.5, 0.1) is False
     assert exceeds(float("nan"), 0.1) is None and exceeds(1.0, float("inf")) is None
-    assert within(0.3, tolerance=0.25, se=0.1) is True and within(0.5, 0.25, 0.1) is False
+    assert within(0.05, tolerance=0.25, se=0.1) is True     # inside, with its 2-SE band
+    assert within(0.5, 0.25, 0.1) is False                   # outside, with its band
+    assert within(0.3, 0.25, 0.1) is None                    # the band straddles the tolerance
+    assert within(0.112, 0.01, 0.052) is None                # a noisy run cannot pass by noise
     assert within(float("nan"), 0.1) is None
+    assert Claim("c", "p", "m", None, note="one seed").note == "not testable here: one seed"
+    assert Claim("c", "p", "m", None).note.startswith("not testable here: this run cannot decide it")
 
 
 def test_untestable_rows_and_additions_are_not_counted_as_the_papers():

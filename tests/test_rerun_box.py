@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import nbformat
+import papermill.translators as translators
 import pytest
 
 from fairens_core import rerun_box
@@ -65,3 +66,14 @@ def test_every_chapter_has_an_up_to_date_box(chapter):
     assert rerun_box.listed_parameters(nb.cells[boxes[0]].source) == _names(params.source)
     assert not rerun_box.stale(chapter, ROOT), (
         f"{chapter.name}: box out of date; run `python -m fairens_core.rerun_box {chapter.relative_to(ROOT)}`")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.stem for c in CHAPTERS])
+def test_papermill_can_read_every_parameter_line(chapter):
+    """papermill infers each parameter from its line and gives up (a warning on every run) when the
+    comment holds another '='; the chapter's form and `--help-notebook` then miss that parameter."""
+    cell = rerun_box.parameters_cell(nbformat.read(str(chapter), as_version=4))
+    unreadable = [line for line in cell.source.splitlines()
+                  if line.strip() and not line.lstrip().startswith("#")
+                  and translators.PythonTranslator.inspect(nbformat.v4.new_code_cell(line)) == []]
+    assert not unreadable, unreadable

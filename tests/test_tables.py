@@ -59,3 +59,11 @@ def test_summary_counts_and_explains_failures():
 def test_summary_defaults_to_the_latest_table():
     show_claims(ROWS)
     assert summary().data == summary_text(ROWS)
+
+
+def test_dataset_label_names_a_csv_by_its_file():
+    from fairens_core.config import TrainConfig
+    from fairens_core.tables import dataset_label
+
+    assert dataset_label(TrainConfig(dataset="digits")) == "digits"
+    assert dataset_label(TrainConfig(dataset="csv", dataset_options={"path": "/data/uci/iris.csv"})) == "csv:iris.csv"

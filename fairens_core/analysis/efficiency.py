@@ -176,10 +176,22 @@ def accuracy_by_size(probs: torch.Tensor, y: torch.Tensor, sizes: Sequence[int] 
     Returns one row per (n, aggregation): n, aggregation, accuracy (mean over the sets),
     accuracy_std, subsets (number of sets).
     """
-    def metric(subset):
-        return {name: M.accuracy(_AGGREGATE[name](subset), y) for name in AGGREGATIONS}
+    probs = torch.as_tensor(probs)
+    classes = probs.shape[-1]
+    # the log-probabilities once per pool: the geometric mean's argmax is that of the mean log-probability
+    # (eq. 1 normalised is softmax(mean log p)), so a subset needs only two means, not a fresh log
+    stacked = torch.cat([probs, torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))], dim=-1)
 
-    curves = M.ensemble_size_curve(metric, probs, sizes=sizes, draws=draws, seed=seed)
+    def metric(subset):
+        p, logp = subset[..., :classes].mean(0), subset[..., classes:].mean(0)
+        return {"arithmetic": M.accuracy(p, y), "geometric": M.accuracy(logp, y)}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # hundreds of small reductions: thread start-up costs more than it saves
+    try:
+        curves = M.ensemble_size_curve(metric, stacked, sizes=sizes, draws=draws, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
     rows = [{"n": n, "aggregation": name, "accuracy": mean, "accuracy_std": std, "subsets": len(values)}
             for name, curve in curves.items()
             for n, mean, std, values in zip(curve.sizes, curve.mean, curve.std, curve.values)]
@@ -187,7 +199,7 @@ def accuracy_by_size(probs: torch.Tensor, y: torch.Tensor, sizes: Sequence[int] 
 
 
 def efficiency_table(records: Sequence[RunRecord], sizes: Sequence[int] | None = None, draws: int = 100,
-                     seed: int = 0) -> pd.DataFrame:
+                     seed: int = 0, leave_out: int | None = None, costs: dict | None = None) -> pd.DataFrame:
     """Accuracy and cost of every (width, n, aggregation): the points of Kondratyuk et al. 2020, Fig. 1.
 
     One record (a pool) per width. Costs of an n-member ensemble are n times a member's:
@@ -195,17 +207,27 @@ def efficiency_table(records: Sequence[RunRecord], sizes: Sequence[int] | None =
     ``train_flops`` and ``train_seconds`` (see the module docstring). Returns columns model,
     width, n, aggregation, accuracy, accuracy_std, subsets, flops, parameters, train_flops,
     train_seconds, pool, device; sorted by aggregation, width, n.
+
+    ``leave_out`` drops member ``i`` of every pool (the jackknife replicates of `jackknife`;
+    sizes larger than the remaining pool are skipped); ``costs`` maps ``id(record)`` to its
+    `member_costs` (to count them once).
     """
     frames = []
     for record in records:
-        cost = member_costs(record)
-        acc = accuracy_by_size(record.probs(), record.y_test, sizes, draws, seed)
+        cost = costs[id(record)] if costs and id(record) in costs else member_costs(record)
+        probs = record.probs()
+        if leave_out is not None:
+            probs = torch.cat([probs[:leave_out], probs[leave_out + 1:]])
+        pool = int(probs.shape[0])
+        kept = None if sizes is None and leave_out is None else \
+            [n for n in (sizes if sizes is not None else range(1, record.members + 1)) if n <= pool]
+        acc = accuracy_by_size(probs, record.y_test, kept, draws, seed)
         acc["flops"] = [M.ensemble_flops([cost["flops"]] * n) for n in acc.n]
         acc["parameters"] = acc.n * cost["parameters"]
         acc["train_flops"] = acc.n * cost["train_flops"]
         acc["train_seconds"] = acc.n * cost["train_seconds"]
         frames.append(acc.assign(model=record.config["model"], width=float(record.config["width"]),
-                                 pool=record.members, device=cost["device"]))
+                                 pool=pool, device=cost["device"]))
     table = pd.concat(frames, ignore_index=True)
     columns = ["model", "width", "n", "aggregation", "accuracy", "accuracy_std", "subsets", "flops", "parameters",
                "train_flops", "train_seconds", "pool", "device"]
@@ -315,3 +337,86 @@ def geometric_minus_arithmetic(table: pd.DataFrame) -> pd.DataFrame:
     wide["difference"] = wide["geometric"] - wide["arithmetic"]
     wide.columns.name = None
     return wide[["width", "n", "arithmetic", "geometric", "difference"]].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- seed-level standard errors
+
+
+def jackknife_tables(records: Sequence[RunRecord], sizes: Sequence[int] | None = None, draws: int = 100,
+                     seed: int = 0) -> list[pd.DataFrame]:
+    """The leave-one-member-out replicates of `efficiency_table`: replicate i drops member i (the
+    i-th seed) of every pool; sizes larger than M − 1 are skipped. Empty with fewer than 3 members."""
+    costs = {id(r): member_costs(r) for r in records}
+    pool = min(r.members for r in records)
+    if pool < 3:
+        return []
+    return [efficiency_table(records, sizes, draws, seed, leave_out=i, costs=costs) for i in range(pool)]
+
+
+def jackknife(table: pd.DataFrame, replicates: Sequence[pd.DataFrame], statistic) -> tuple[np.ndarray, np.ndarray]:
+    """A statistic of the efficiency table and its standard error over the members (the seeds).
+
+    ``statistic(table)`` maps an `efficiency_table` to a number or an array of numbers. The
+    estimate is its value on ``table`` (the whole pools); the standard error is the
+    leave-one-member-out jackknife over ``replicates`` (`jackknife_tables`):
+    SE = sqrt((M − 1)/M · Σ (θ_i − θ̄)²). Statistics that use the largest ensemble should read
+    its size from the table (``table.n.max()``): in a replicate it is M − 1. Returns
+    (estimate, se) as float arrays of the statistic's shape; SE NaN without replicates.
+    """
+    estimate = np.asarray(statistic(table), float)
+    if len(replicates) < 3:
+        return estimate, np.full_like(estimate, np.nan)
+    reps = np.stack([np.asarray(statistic(t), float) for t in replicates])
+    m = len(replicates)
+    se = np.sqrt((m - 1) / m * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
+    return estimate, se
+
+
+def single_steps(table: pd.DataFrame, aggregation: str = "geometric") -> np.ndarray:
+    """Mean member accuracy of each width minus that of the next narrower width (one value per step)."""
+    part = table[(table.aggregation == aggregation) & (table.n == 1)].sort_values("width")
+    return np.diff(part.accuracy.to_numpy(float))
+
+
+def margins(table: pd.DataFrame, aggregation: str = "geometric", cost: str = "flops") -> np.ndarray:
+    """`crossovers`' margin of each pair of consecutive widths: the best narrow ensemble costing no more
+    than the wider single model, minus that model's accuracy."""
+    return crossovers(table, aggregation, cost).margin.to_numpy(float)
+
+
+def crossover_gaps(table: pd.DataFrame, aggregation: str = "geometric", cost: str = "flops") -> np.ndarray:
+    """For each pair of consecutive widths: the best ensemble of the wider width costing no more than
+    the largest ensemble of the narrower width, minus that narrow ensemble's accuracy (> 0: at the
+    end of the pool the next width is the better buy, Kondratyuk et al. 2020, §4's crossover; NaN
+    when not even one wider member fits its cost)."""
+    part = table[table.aggregation == aggregation]
+    widths = sorted(part.width.unique())
+    out = []
+    for narrow, wide in zip(widths[:-1], widths[1:]):
+        a = part[part.width == narrow]
+        largest = a[a.n == a.n.max()].iloc[0]
+        b = part[(part.width == wide) & (part[cost] <= largest[cost])]
+        out.append(float(b.accuracy.max()) - float(largest.accuracy) if len(b) else np.nan)
+    return np.asarray(out, float)
+
+
+def slowdown(table: pd.DataFrame, at: int, aggregation: str = "geometric") -> np.ndarray:
+    """Per width: accuracy gained per member up to ``at`` members minus that gained per member
+    from ``at`` to the largest ensemble (> 0: returns diminish after ``at``). NaN where ``at``
+    is not below the largest size or was not evaluated."""
+    out = []
+    for _, part in table[table.aggregation == aggregation].groupby("width"):
+        acc = part.set_index("n").accuracy
+        n_max = int(acc.index.max())
+        if at not in acc.index or 1 not in acc.index or not 1 < at < n_max:
+            out.append(np.nan)
+            continue
+        early = (acc[at] - acc[1]) / (at - 1)
+        late = (acc[n_max] - acc[at]) / (n_max - at)
+        out.append(float(early - late))
+    return np.asarray(out, float)
+
+
+def mean_geometric_gain(table: pd.DataFrame) -> float:
+    """Mean of `geometric_minus_arithmetic` over widths and n ≥ 2."""
+    return float(geometric_minus_arithmetic(table).difference.mean())

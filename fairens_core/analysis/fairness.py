@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from .. import metrics as M
+from ..claims import Claim, exceeds, untestable
 
 GROUPS = ("all", "top-k", "bottom-k")
 
@@ -53,8 +54,55 @@ def gain_curves(probs: torch.Tensor, y: torch.Tensor, k: int, sizes=None, draws:
     for g, curve in curves.items():
         for s, mean, std in zip(curve.sizes, curve.mean, curve.std):
             rows.append({"size": s, "group": g, "accuracy": mean, "accuracy_std": std,
-                         "gain": mean / single[g], "gain_std": std / single[g]})
+                         "gain": ratio(mean, single[g]), "gain_std": ratio(std, single[g])})
     return pd.DataFrame(rows)
+
+
+def ratio(num: float, den: float) -> float:
+    """num / den, NaN (undefined, and no RuntimeWarning) when den is 0: a group the single
+    model never gets right has no relative gain."""
+    return float(num) / float(den) if den != 0 else float("nan")
+
+
+def pool_gains(probs: torch.Tensor, y: torch.Tensor, k: int, reference: int | None = None) -> pd.DataFrame:
+    """Gain of the whole pool over its average member on each group, in three units.
+
+    One row per group (all, top-k, bottom-k) with columns single and ensemble (accuracy, %),
+    points (ensemble - single), relative (ensemble / single; NaN when single is 0) and fixed (the
+    share of the single member's errors that the ensemble fixes, (ensemble - single) / (100 - single)
+    in %; NaN when the single member makes no error on the group). A group with more errors to
+    fix can gain more points without being helped more per error: `fixed` separates the two.
+    """
+    groups = class_groups(probs, y, k, reference)
+    single = single_model_accuracy(probs, y, groups)
+    ens = M.mean_probs(probs)
+    rows = []
+    for g, c in groups.items():
+        s, e = 100 * single[g], 100 * M.group_accuracy(ens, y, c)
+        rows.append({"group": g, "single": s, "ensemble": e, "points": e - s, "relative": ratio(e, s),
+                     "fixed": 100 * ratio(e - s, 100 - s)})
+    return pd.DataFrame(rows).set_index("group")
+
+
+def seed_gains(pools: dict, y: torch.Tensor, k: int) -> pd.DataFrame:
+    """`pool_gains` of independently seeded pools {seed: probs (M, N, C)}, stacked with a column seed."""
+    return pd.concat([pool_gains(p, y, k).reset_index().assign(seed=s) for s, p in pools.items()],
+                     ignore_index=True)
+
+
+def mean_se(values) -> tuple[float, float, int]:
+    """(mean, standard error over seeds, number of finite values); the SE is NaN below two values."""
+    v = np.asarray([x for x in np.asarray(values, dtype=float) if np.isfinite(x)])
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return float(v.mean()), se, len(v)
+
+
+def paired(table: pd.DataFrame, column: str, a: str = "bottom-k", b: str = "top-k") -> tuple[float, float, int]:
+    """Mean and SE over seeds of `column` on group a minus group b (a `seed_gains` table)."""
+    wide = table.pivot(index="seed", columns="group", values=column)
+    return mean_se(wide[a] - wide[b])
 
 
 def single_vs_ensemble(probs: torch.Tensor, y: torch.Tensor, k: int, reference: int | None = None) -> pd.DataFrame:
@@ -112,3 +160,48 @@ def subgroup_table(probs: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, n
                      "single": s.mean(), "single_std": s.std(), "ensemble": ens[code],
                      "gain": ens[code] / s.mean()})
     return pd.DataFrame(rows)
+
+
+def seed_curves(pools: dict, y: torch.Tensor, k: int, sizes=None, draws: int = 100, seed: int = 0) -> pd.DataFrame:
+    """`gain_curves` of independently seeded pools {seed: probs}, stacked with a column pool_seed."""
+    return pd.concat([gain_curves(p, y, k, sizes, draws, seed).assign(pool_seed=s) for s, p in pools.items()],
+                     ignore_index=True)
+
+
+def curve_gap(curves: pd.DataFrame, a: str = "bottom-k", b: str = "top-k") -> pd.DataFrame:
+    """Gain of group a minus group b at every size, per pool seed: mean, se and n over the seeds
+    (a `seed_curves` table); one row per size."""
+    wide = curves.pivot_table(index=["pool_seed", "size"], columns="group", values="gain", dropna=False)
+    gap = (wide[a] - wide[b]).unstack("pool_seed")
+    return pd.DataFrame([dict(zip(("mean", "se", "n"), mean_se(row))) for _, row in gap.iterrows()],
+                        index=gap.index)
+
+
+def rise(curves: pd.DataFrame, group: str, start: int, end: int) -> tuple[float, float, int]:
+    """Mean and SE over pool seeds of the gain of `group` at size `end` minus at size `start`."""
+    wide = curves[curves.group == group].pivot(index="pool_seed", columns="size", values="gain")
+    return mean_se(wide[end] - wide[start])
+
+
+def two_se_claim(claim: str, paper: str, measured: str, difference: float, se: float, n: int,
+                 min_seeds: int = 3, addition: bool = False):
+    """A claims row whose pass rule is "difference > 2 standard errors over seeds"; not testable
+    (with the reason) below `min_seeds` seeds or on an undefined quantity."""
+    if n < min_seeds:
+        return untestable(claim, paper, f"{n} seeded pool(s), the rule needs {min_seeds}", measured=measured,
+                          addition=addition)
+    verdict = exceeds(difference, se)
+    if verdict is None:
+        return untestable(claim, paper, "the quantity is undefined in this run", measured=measured,
+                          addition=addition)
+    return Claim(claim, paper, measured, verdict, addition=addition)
+
+
+def describe(value: float, se: float, digits: int = 1, unit: str = "") -> str:
+    """"+4.4 ± 0.7 pts" (or "undefined" for a non-finite value; no SE part when it is undefined)."""
+    if not np.isfinite(value):
+        return "undefined"
+    text = f"{value:+.{digits}f}"
+    if np.isfinite(se):
+        text += f" ± {se:.{digits}f}"
+    return text + (f" {unit}" if unit else "")

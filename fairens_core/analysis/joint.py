@@ -233,3 +233,40 @@ def member_table(records) -> pd.DataFrame:
                   "seed": int(cfg.get("seed", 0)), "member": m, "accuracy": acc[m].item(),
                   "final_train_loss": last[m].item()} for m in range(len(acc))]
     return pd.DataFrame(rows)
+
+
+MIN_SEEDS = 3  # claims that compare conditions need a seed-level standard error from >= 3 seeds
+
+
+def paired_difference(table: pd.DataFrame, metric: str, a, b, key: str = "beta",
+                      min_seeds: int = MIN_SEEDS) -> dict:
+    """Mean and standard error over seeds of ``metric`` at ``key = a`` minus at ``key = b``.
+
+    ``table`` holds one row per (record, seed), as :func:`sweep_table` returns; the two
+    conditions are paired by seed (same seed: same initial weights and batches), and only
+    seeds present in both count. Returns a dict with diff (mean of the per-seed differences),
+    se (their sample std / √n; NaN with fewer than ``min_seeds`` seeds, so that a pass rule on
+    it is not testable), n (seeds), a_mean and b_mean (the two conditions' means over those
+    seeds).
+    """
+    wide = table.pivot_table(index="seed", columns=key, values=metric, aggfunc="mean")
+    if a not in wide.columns or b not in wide.columns:
+        return {"diff": float("nan"), "se": float("nan"), "n": 0, "a_mean": float("nan"),
+                "b_mean": float("nan")}
+    pair = wide[[a, b]].dropna()
+    d = pair[a] - pair[b]
+    n = len(d)
+    se = float(d.std(ddof=1) / np.sqrt(n)) if n >= max(2, min_seeds) else float("nan")
+    return {"diff": float(d.mean()) if n else float("nan"), "se": se, "n": n,
+            "a_mean": float(pair[a].mean()) if n else float("nan"),
+            "b_mean": float(pair[b].mean()) if n else float("nan")}
+
+
+def closest_rival(table: pd.DataFrame, metric: str, target, key: str = "beta", lowest: bool = True):
+    """The condition other than ``target`` whose mean ``metric`` is nearest to beating it: the
+    lowest mean (``lowest=True``, e.g. "β = 1 is the least accurate") or the highest otherwise.
+    None when there is no other condition."""
+    means = table.groupby(key)[metric].mean().drop(target, errors="ignore")
+    if means.empty:
+        return None
+    return means.idxmin() if lowest else means.idxmax()

@@ -123,6 +123,40 @@ def mean_pairs(frame: pd.DataFrame, values=("cosine", "disagreement"), min_label
     return {v: float(rows[v].mean()) for v in values}
 
 
+def per_member_similarity(record, late_from: int) -> pd.DataFrame:
+    """Each run's within-run and across-init similarity, for standard errors over the runs (seeds).
+
+    One row per member m: ``late_cosine`` and ``late_disagreement`` (mean over pairs of m's own
+    checkpoints from epoch ``late_from`` on), ``adjacent_disagreement`` (m's last two checkpoints;
+    NaN with one epoch), ``init_cosine`` and ``init_disagreement`` (mean over m's pairs with the
+    other runs at the final epoch) and ``init_disagreement_min`` (its least-disagreeing other run).
+    Rows share runs in their across-init pairs, so the SE over rows is an approximation.
+    """
+    across = init_similarity(record)
+    across = across[across.a != across.b]
+    rows = []
+    for m in range(record.members):
+        within = checkpoint_similarity(record, m)
+        late = mean_pairs(within, min_label=late_from)
+        last = int(within.a.max())
+        adjacent = within[(within.a == last - 1) & (within.b == last)].disagreement
+        mine = across[across.a == m]
+        rows.append({"member": m, "late_cosine": late["cosine"], "late_disagreement": late["disagreement"],
+                     "adjacent_disagreement": float(adjacent.iloc[0]) if len(adjacent) else np.nan,
+                     "init_cosine": float(mine.cosine.mean()), "init_disagreement": float(mine.disagreement.mean()),
+                     "init_disagreement_min": float(mine.disagreement.min())})
+    return pd.DataFrame(rows)
+
+
+def mean_se(values) -> tuple[float, float]:
+    """Mean and standard error (std with ddof=1 over sqrt(count)) of finite values; NaN SE with fewer than 2."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
 # ------------------------------------------------------------------ rebuilding members from weights
 
 
@@ -495,3 +529,109 @@ def hardest_overlap(hardest: torch.Tensor, runs=None) -> pd.DataFrame:
         along = [overlap(hardest[i, epoch], hardest[i, -1]) for i in range(r)]
         rows.append({"epoch": epoch + 1, "comparison": "same run, vs final epoch", "overlap": float(np.mean(along))})
     return pd.DataFrame(rows)
+
+
+def run_overlaps(hardest: torch.Tensor, epoch: int = -1, reference_epoch: int = -1) -> pd.DataFrame:
+    """Per run r: ``along``, the overlap of r's hardest set at ``epoch`` with its own at
+    ``reference_epoch`` (0-based indices; -1 the last), and ``across``, the mean overlap of r's
+    hardest set at ``reference_epoch`` with each other run's there. For standard errors over the
+    runs (seeds; the across values share pairs, so their SE is an approximation)."""
+    hardest = torch.as_tensor(hardest)
+    r, _, k = hardest.shape
+
+    def overlap(a, b):
+        return len(set(a.tolist()) & set(b.tolist())) / k
+
+    rows = []
+    for i in range(r):
+        others = [overlap(hardest[i, reference_epoch], hardest[j, reference_epoch]) for j in range(r) if j != i]
+        rows.append({"run": i, "along": overlap(hardest[i, epoch], hardest[i, reference_epoch]),
+                     "across": float(np.mean(others)) if others else np.nan})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ subspace ensembles around several solutions
+
+
+def _ensemble_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of the probability average of (S, N, C) logits."""
+    return M.accuracy(M.mean_probs(torch.as_tensor(logits).float().softmax(-1)), y)
+
+
+def subspace_by_centre(pools: dict, record, y: torch.Tensor, size: int) -> pd.DataFrame:
+    """Per solution (centre) and sampler: the solution's accuracy and that of an ensemble of ``size``
+    functions sampled around it (the first ``size`` samples), for standard errors over centres.
+
+    ``pools`` maps (centre, method) to (S, N, C) logits sampled around member ``centre`` of
+    ``record``. Returns columns centre, method, solution, ensemble, gain (ensemble − solution).
+    """
+    logits = record.logits()
+    rows = []
+    for (centre, method), pool in pools.items():
+        solution = M.accuracy(logits[centre], y)
+        ensemble = _ensemble_accuracy(pool[:size], y)
+        rows.append({"centre": centre, "method": method, "solution": solution, "ensemble": ensemble,
+                     "gain": ensemble - solution})
+    return pd.DataFrame(rows)
+
+
+def complementarity(pools: dict, record, y: torch.Tensor, method: str, centres) -> dict:
+    """Do samples around several solutions combine better than samples around one (Fort et al. 2019,
+    the complementary benefits of subspace sampling and independent inits)?
+
+    With c = len(centres) solutions and S samples around each (``pools[centre, method]``, (S, N, C)):
+
+    * ``around``: per centre, the accuracy of an ensemble of c samples around that one centre;
+    * ``across``: per sample index j < S, an ensemble of c samples, the j-th around each centre;
+    * ``solutions``: the ensemble of the c solutions themselves;
+    * ``pooled``: the ensemble of all c × S samples.
+
+    Returns a dict of float arrays ``around`` (c,), ``across`` (S,), and floats ``solutions`` and ``pooled``.
+    """
+    centres = list(centres)
+    c = len(centres)
+    stacked = torch.stack([pools[m, method] for m in centres])  # (c, S, N, C)
+    around = np.array([_ensemble_accuracy(stacked[i, :c], y) for i in range(c)])
+    across = np.array([_ensemble_accuracy(stacked[:, j], y) for j in range(stacked.shape[1])])
+    solutions = _ensemble_accuracy(record.logits()[centres], y)
+    pooled = _ensemble_accuracy(stacked.flatten(0, 1), y)
+    return {"around": around, "across": across, "solutions": solutions, "pooled": pooled}
+
+
+def curve_jackknife(logits: torch.Tensor, y: torch.Tensor, statistic, draws: int = 20, seed: int = 0):
+    """A statistic of the accuracy-vs-size curve of a pool and its leave-one-member-out jackknife SE.
+
+    ``statistic(curve)`` maps an `ensemble_accuracy_curve` frame to a float. The replicates drop one
+    member each (their curves stop at M − 1). Returns (estimate, se); SE NaN with fewer than 3 members.
+    """
+    logits = torch.as_tensor(logits)
+    m = logits.shape[0]
+    estimate = float(statistic(ensemble_accuracy_curve(logits, y, draws=draws, seed=seed)))
+    if m < 3:
+        return estimate, float("nan")
+    reps = np.array([statistic(ensemble_accuracy_curve(torch.cat([logits[:i], logits[i + 1:]]), y, draws=draws,
+                                                       seed=seed)) for i in range(m)], float)
+    return estimate, float(np.sqrt((m - 1) / m * ((reps - reps.mean()) ** 2).sum()))
+
+
+def curve_slowdown(curve: pd.DataFrame) -> float:
+    """Gain per member over the first half of the sizes minus that over the second half (> 0: returns
+    diminish); NaN with fewer than three sizes."""
+    c = curve.sort_values("size")
+    s, a = c["size"].to_numpy(), c["accuracy"].to_numpy()
+    if len(s) < 3:
+        return float("nan")
+    mid = len(s) // 2
+    return float((a[mid] - a[0]) / (s[mid] - s[0]) - (a[-1] - a[mid]) / (s[-1] - s[mid]))
+
+
+def same_group_neighbour(points, groups) -> np.ndarray:
+    """Per point: whether its nearest other point (Euclidean) belongs to the same group (the per-point
+    form of `same_group_neighbour_share`, for shares per group and their standard errors)."""
+    points = torch.as_tensor(np.asarray(points), dtype=torch.float64)
+    groups = np.asarray(groups)
+    if points.shape[0] != len(groups) or len(groups) < 2:
+        raise ValueError("need at least 2 points and one group label per point")
+    dist = torch.cdist(points, points)
+    dist.fill_diagonal_(float("inf"))
+    return groups[dist.argmin(1).numpy()] == groups

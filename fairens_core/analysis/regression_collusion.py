@@ -26,10 +26,13 @@ import pandas as pd
 import torch
 
 from ..config import TrainConfig
+from ..derived import derived_frame
 from ..metrics import diversity as D
+from ..metrics._utils import make_generator
 from ..runner import run
-from .joint import seeds  # noqa: F401  (the chapters call rc.seeds)
+from . import joint
 
+seeds = joint.seeds  # the chapters call rc.seeds
 DROPOUT_PS = (0.2, 0.4, 0.6)  # fractions of members dropped at test time (Fig. 4, App. B)
 
 
@@ -38,6 +41,57 @@ def _f64(x) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ §6.1: symptoms of collusion
+
+
+def dropout_increases(f: torch.Tensor, y: torch.Tensor, ps: Iterable[float], repeats: int = 100,
+                      seed: int = 0) -> dict:
+    """Mean increase of the ensemble MSE with a fraction p of the members dropped at test time (Fig. 4).
+
+    The same random subsets as ``metrics.diversity.learner_dropout_error_increase`` (for each p,
+    ``repeats`` permutations drawn from a generator seeded with ``seed``; round(p·M) members
+    dropped), evaluated in one batched operation instead of one call per subset.
+
+    Args:
+        f: (M, N) member predictions (float64); y: (N,) targets.
+
+    Returns:
+        {p: mean increase of the ensemble MSE} for every p in ``ps``.
+    """
+    m = f.shape[0]
+    full = ((f.mean(0) - y) ** 2).mean()
+    out = {}
+    for p in ps:
+        dropped = math.floor(p * m + 0.5)
+        if not 0 <= dropped < m:
+            raise ValueError(f"dropping {dropped} of {m} members leaves none")
+        generator = make_generator(seed)
+        kept = torch.stack([torch.randperm(m, generator=generator)[dropped:] for _ in range(repeats)])  # (R, K)
+        err = ((f[kept].mean(1) - y) ** 2).mean(-1)  # (R,)
+        out[p] = float((err - full).mean())
+    return out
+
+
+def debiasing_check(f: torch.Tensor, draws: int = 200, seed: int = 0) -> float:
+    """App. C.1 checked numerically: no other zero-sum constant shifts leave less diversity.
+
+    Starting from the optimally debiased members f_j − b_j, every draw adds random constants
+    δ_j (one per member, Gaussian with the spread of the b_j, centred so that Σ_j δ_j = 0 and
+    the ensemble is unchanged) and measures the diversity left.
+
+    Returns:
+        min over draws of DIV(shifted) / DIV(debiased): at least 1 when App. C.1's optimum
+        holds (NaN when the debiased diversity is 0).
+    """
+    g = D.debias_predictions(f)  # (M, N)
+    div0 = ((g - g.mean(0)) ** 2).mean()
+    if div0 <= 1e-15:
+        return float("nan")
+    scale = float((f.mean(1) - f.mean()).std()) or 1.0
+    delta = torch.randn(draws, f.shape[0], generator=make_generator(seed), dtype=f.dtype) * scale
+    delta = delta - delta.mean(1, keepdim=True)  # (draws, M), zero-sum
+    shifted = g[None] + delta[..., None]  # (draws, M, N)
+    div = ((shifted - shifted.mean(1, keepdim=True)) ** 2).mean((1, 2))
+    return float((div / div0).min())
 
 
 def collusion_metrics(preds, targets, ps: Iterable[float] = DROPOUT_PS, repeats: int = 100,
@@ -54,9 +108,10 @@ def collusion_metrics(preds, targets, ps: Iterable[float] = DROPOUT_PS, repeats:
         A dict: ERR (ensemble MSE), ERR_bar (mean member MSE), DIV = ERR_bar − ERR
         (Def. 4.2, Fig. 2), DIV_debiased (diversity left after optimal debiasing, App. C.1),
         debiased_share (1 − DIV_debiased / DIV: the share of DIV that constant member
-        offsets explain, Fig. 3; 0 when DIV is 0 to rounding), and for each p in ``ps``
-        ``dropout_<p>`` (mean increase of ERR with a fraction p of members dropped) and
-        ``dropout_<p>_relative`` (that increase / ERR, Fig. 4).
+        offsets explain, Fig. 3; 0 when DIV is 0 to rounding), debias_check (the App. C.1
+        check of :func:`debiasing_check`: ≥ 1 when no other zero-sum shifts do better), and
+        for each p in ``ps`` ``dropout_<p>`` (mean increase of ERR with a fraction p of
+        members dropped) and ``dropout_<p>_relative`` (that increase / ERR, Fig. 4).
     """
     f = _f64(preds)
     f = f[..., 0] if f.ndim == 3 else f
@@ -65,12 +120,25 @@ def collusion_metrics(preds, targets, ps: Iterable[float] = DROPOUT_PS, repeats:
     debiased = D.debiased_diversity(f)
     div = dec.div.item()
     row = {"ERR": dec.err.item(), "ERR_bar": dec.err_bar.item(), "DIV": div, "DIV_debiased": debiased.item(),
-           "debiased_share": 1 - debiased.item() / div if div > 1e-12 else 0.0}
-    for p in ps:
-        increase = D.learner_dropout_error_increase(f, y, p, "mse", repeats=repeats, seed=seed)
+           "debiased_share": 1 - debiased.item() / div if div > 1e-12 else 0.0,
+           "debias_check": debiasing_check(f, seed=seed)}
+    for p, increase in dropout_increases(f, y, ps, repeats, seed).items():
         row[f"dropout_{p:g}"] = increase
         row[f"dropout_{p:g}_relative"] = increase / row["ERR"] if row["ERR"] > 0 else math.inf
     return row
+
+
+METRICS_VERSION = 1  # bump when collusion_metrics changes: cached results are then computed anew
+
+
+def record_metrics(record, ps: Iterable[float] = DROPOUT_PS, repeats: int = 100, seed: int = 0) -> dict:
+    """:func:`collusion_metrics` of a record's test predictions, cached beside the record
+    (``fairens_core.derived``), so that a re-executed page reads them instead of recomputing."""
+    ps = [float(p) for p in ps]
+    frame = derived_frame(record, "collusion_metrics", METRICS_VERSION,
+                          {"ps": ps, "repeats": int(repeats), "seed": int(seed)},
+                          lambda: pd.DataFrame([collusion_metrics(record.logits(), record.y_test, ps, repeats, seed)]))
+    return {c: float(frame[c].iloc[0]) for c in frame.columns}
 
 
 def beta_sweep(base: TrainConfig, betas: Iterable[float], seed_list: Sequence[int],
@@ -80,7 +148,7 @@ def beta_sweep(base: TrainConfig, betas: Iterable[float], seed_list: Sequence[in
     Every run is ``base`` with ``beta`` and ``seed`` replaced, trained with L_β
     (Jeffares et al. 2023, eq. 2); members differ by their initialisation only (β > 0 needs shared
     batches). The dataset may be any regression dataset of `fairens_core.data`, e.g. a
-    UCI-style CSV (``dataset="csv"``).
+    UCI-style CSV (``dataset="csv"``). The metrics of a record are cached (:func:`record_metrics`).
 
     Returns:
         One row per (β, seed): dataset (``label`` or the dataset's name), beta, seed,
@@ -92,10 +160,25 @@ def beta_sweep(base: TrainConfig, betas: Iterable[float], seed_list: Sequence[in
             record = run(base.replace(beta=float(beta), seed=s, progress=False))
             if record.meta["task"] != "regression":
                 raise ValueError(f"dataset {base.dataset!r} is a classification task; §6.1 needs regression")
-            metrics = collusion_metrics(record.logits(), record.y_test, ps, repeats, seed=s)
+            metrics = record_metrics(record, ps, repeats, seed=s)
             rows.append({"dataset": label or record.meta["dataset"], "beta": float(beta), "seed": s,
                          "members": record.members, **metrics})
     return pd.DataFrame(rows)
+
+
+def paired_difference(sweep: pd.DataFrame, metric: str, a: float, b: float, min_seeds: int = 3) -> dict:
+    """Mean and standard error over seeds of ``metric`` at β = a minus β = b, paired by seed,
+    for the rows of one dataset of :func:`beta_sweep`. se is NaN with fewer than ``min_seeds``
+    seeds (a pass rule on it is then not testable). Returns diff, se, n, a_mean, b_mean."""
+    return joint.paired_difference(sweep, metric, float(a), float(b), key="beta", min_seeds=min_seeds)
+
+
+def mean_se(sweep: pd.DataFrame, metric: str, beta: float, min_seeds: int = 3) -> tuple[float, float, int]:
+    """Mean of ``metric`` over the seeds at ``beta`` and its standard error (NaN below ``min_seeds``)."""
+    v = sweep.loc[sweep.beta == float(beta), metric].astype(float)
+    n = len(v)
+    se = float(v.std(ddof=1) / math.sqrt(n)) if n >= max(2, min_seeds) else float("nan")
+    return (float(v.mean()) if n else float("nan")), se, n
 
 
 def summarize_sweep(sweep: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,7 @@ The functions return tidy `pandas.DataFrame`s; accuracies are fractions in [0, 1
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -149,7 +150,8 @@ def minority_vs_majority(frame: pd.DataFrame, minority: str | None = None, major
 
     Subgroups chosen as in `gain_by_role`. The gap (minority gain - majority gain) is taken
     within each repeat, then averaged. Columns: ablation, minority, majority, minority_gain,
-    majority_gain, gap, gap_std, minority_points, majority_points (ensemble - base, in points).
+    majority_gain, gap, gap_std (population std over the repeats), gap_se (standard error of the
+    mean gap, NaN below two repeats), repeats, minority_points, majority_points (ensemble - base, in points).
     """
     roles = gain_by_role(frame, minority, majority)
     roles = roles.assign(points=100 * (roles["ensemble"] - roles["base"]))
@@ -161,6 +163,8 @@ def minority_vs_majority(frame: pd.DataFrame, minority: str | None = None, major
         rows.append({"ablation": ablation, "minority": names["minority"], "majority": names["majority"],
                      "minority_gain": wide["gain"]["minority"].mean(), "majority_gain": wide["gain"]["majority"].mean(),
                      "gap": gap.mean(), "gap_std": gap.std(ddof=0),
+                     "gap_se": gap.std(ddof=1) / np.sqrt(len(gap)) if len(gap) > 1 else float("nan"),
+                     "repeats": int(gap.notna().sum()),
                      "minority_points": wide["points"]["minority"].mean(),
                      "majority_points": wide["points"]["majority"].mean()})
     return pd.DataFrame(rows)
