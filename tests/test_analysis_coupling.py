@@ -214,3 +214,39 @@ def test_paired_accuracy_difference():
     d, se = C.paired_accuracy_difference(a, b, Y)
     assert d == pytest.approx(50.0)
     assert se == pytest.approx(100 * float(torch.tensor([0.0, 0, 1, 1]).std() / 2))
+
+
+# ---------------------------------------------------------------------------- several seeds
+def test_seed_configs_repeat_every_condition_per_seed():
+    configs = C.seed_configs(BASE, [0, 1], [0, 4])
+    assert {k[0] for k in configs} == {0, 1}
+    assert configs[(1, "no-coupling", None)].seed == 1
+    assert configs[(0, "coupled-to-t", 4)].key() == C.condition_config(BASE, "coupled-to-t", 4).key()
+    assert len({c.key() for c in configs.values()}) == 2 * (2 + 2 + 1)
+    ends = C.seed_configs(BASE, [0, 1, 2], [0, 4, 8], other_steps=[0, 8])
+    assert (0, "coupled-to-t", 4) in ends and (1, "coupled-to-t", 4) not in ends and (2, "coupled-to-t", 8) in ends
+
+
+def test_mean_se_and_over_seeds():
+    assert C.mean_se([1.0, 3.0]) == (2.0, 1.0)  # std (ddof 1) sqrt(2) / sqrt(2)
+    m, se = C.mean_se([5.0])
+    assert m == 5.0 and math.isnan(se)
+    frame = pd.DataFrame({"condition": ["a", "a", "b", "b"], "spawn_step": [None, None, 3, 3],
+                          "seed": [0, 1, 0, 1], "gain": [1.0, 3.0, 0.0, 0.0]})
+    out = C.over_seeds(frame, ["gain"])
+    assert list(out["condition"]) == ["a", "b"]
+    assert out["gain"].tolist() == [2.0, 0.0] and out["gain_se"].tolist() == [1.0, 0.0]
+    assert out["seeds"].tolist() == [2, 2]
+
+
+def test_seed_difference_is_paired_by_seed():
+    frame = pd.DataFrame({"condition": ["a", "a", "a", "b", "b"], "spawn_step": [None, None, None, 3, 3],
+                          "seed": [0, 1, 2, 0, 1], "gain": [1.0, 2.0, 9.0, 0.5, 1.0]})
+    d, se, n = C.seed_difference(frame, "gain", ("a", None), ("b", 3))
+    assert n == 2 and d == pytest.approx(0.75) and se == pytest.approx(0.25)  # seed 2 has no partner
+
+
+def test_children_kl_names_other_keys():
+    p = torch.tensor([[[0.9, 0.1]], [[0.5, 0.5]]])
+    out = C.children_kl({("input", 0.25): fake(p)}, keys=("side", "share"))
+    assert out[["side", "share"]].values.tolist() == [["input", 0.25]] and out["sym_kl"].iloc[0] > 0

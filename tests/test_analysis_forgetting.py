@@ -60,17 +60,19 @@ def test_around_drops():
 
 
 def test_forgetting_after_spawn_counts_only_the_childrens_evaluations():
-    early = record([[[0, 1, 2], [0, 0, 2], [0, 1, 2]]] * 2, steps=[10, 20, 30])  # t = 0: 3 evaluations
-    # t = 15: the evaluation at step 10 is the parent's (a forgetting there must not count); then 20, 25, 30
-    late = record([[[0, 1, 2], [1, 1, 2], [0, 1, 2], [0, 1, 1], [0, 1, 1]]] * 2, steps=[10, 15, 20, 25, 30])
+    early = record([[[0, 1, 2], [0, 0, 2], [0, 1, 2]]] * 2, steps=[10, 20, 30])  # t = 0: no evaluation at step 0
+    # t = 15: the evaluation at step 10 is the parent's (a forgetting there must not count); the one at the fork
+    # (15, the parent's weights every child starts from) opens the children's first stretch; then 20, 25, 30
+    late = record([[[0, 0, 2], [1, 1, 2], [0, 1, 2], [0, 1, 1], [0, 1, 1]]] * 2, steps=[10, 15, 20, 25, 30])
     frame = F.forgetting_after_spawn({0: early, 15: late})
-    assert set(frame["evaluations"]) == {3}  # the smaller of 3 and 3 (20, 25, 30)
+    assert set(frame["evaluations"]) == {3}  # the smaller of 3 (10, 20, 30) and 4 (15, 20, 25, 30)
     by_t = frame.groupby("spawn_step")["events"].first()
-    assert by_t[0] == 1  # 20 -> 30 forgets example 1
-    assert by_t[15] == 1  # 20 -> 25 forgets example 2; 15 -> 20 (parent) ignored
+    assert by_t[0] == 1  # 10 -> 20 forgets example 1
+    assert by_t[15] == 1  # 20 -> 25 forgets example 2; 10 -> 15 (the parent's) ignored
     assert frame["spawn_epoch"].tolist() == [0, 0, 1.5, 1.5]
+    assert frame.groupby("spawn_step")[["start", "end"]].first().values.tolist() == [[10, 30], [0, 10]]
     two = F.forgetting_after_spawn({0: early, 15: late}, evaluations=2)
-    assert two.groupby("spawn_step")["events"].first().tolist() == [1, 1]
+    assert two.groupby("spawn_step")["events"].first().tolist() == [1, 0]
     with pytest.raises(ValueError, match="evaluations=4"):
         F.forgetting_after_spawn({0: early, 15: late}, evaluations=4)
 

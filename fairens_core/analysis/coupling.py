@@ -243,21 +243,21 @@ def paired_accuracy_difference(probs_a: torch.Tensor, probs_b: torch.Tensor, y: 
 
 
 # ---------------------------------------------------------------------------- function space
-def children_kl(records: Mapping) -> pd.DataFrame:
+def children_kl(records: Mapping, keys: Sequence[str] = ("condition", "spawn_step")) -> pd.DataFrame:
     """Symmetric KL (and disagreement) between the children of one parent (Fig. 1e).
 
     For each record: the point-wise symmetric KL divergence KL(p‖q) + KL(q‖p) between two
     members' predicted distributions, averaged over test examples, then over all member
     pairs (`metrics.pairwise_symmetric_kl`). Columns: condition, spawn_step, sym_kl,
     sym_kl_std (over pairs), disagreement (% of test examples on which a pair's labels
-    differ, mean over pairs).
+    differ, mean over pairs). Other tuple keys are named by `keys`, as in :func:`coupling_table`.
     """
     rows = []
     for key, record in records.items():
         probs = record.probs()
         kl = M.pairwise_symmetric_kl(probs).double()
         off = ~torch.eye(len(kl), dtype=torch.bool)
-        rows.append({**_key_columns(key), "sym_kl": float(kl[off].mean()), "sym_kl_std": float(kl[off].std()),
+        rows.append({**_key_columns(key, keys), "sym_kl": float(kl[off].mean()), "sym_kl_std": float(kl[off].std()),
                      "disagreement": 100 * M.mean_off_diagonal(M.pairwise_disagreement(probs))})
     return _tidy(pd.DataFrame(rows))
 
@@ -325,3 +325,72 @@ def lookup(frame: pd.DataFrame, condition: str, t: int | None = None) -> pd.Seri
     if len(hits) != 1:
         raise KeyError(f"{len(hits)} rows for condition={condition!r}, t={t}")
     return hits.iloc[0]
+
+
+# ---------------------------------------------------------------------------- several seeds
+def seed_configs(base: TrainConfig, seeds: Sequence[int], steps: Sequence[int],
+                 conditions: Sequence[str] = CONDITIONS,
+                 other_steps: Sequence[int] | None = None) -> dict[tuple[int, str, int | None], TrainConfig]:
+    """{(seed, condition, t): config}: :func:`coupling_configs` repeated for every training seed.
+
+    The first seed trains every spawn time in `steps`; the others those in `other_steps`
+    (None: `steps` too), e.g. only the first and the last spawn time when a claim compares those.
+    """
+    out = {}
+    for i, s in enumerate(seeds):
+        times = steps if (i == 0 or other_steps is None) else other_steps
+        out.update({(int(s), *key): cfg for key, cfg in
+                    coupling_configs(base.replace(seed=int(s)), times, conditions).items()})
+    return out
+
+
+def seed_coupling_table(records: Mapping, k: int | None = None, draws: int = 20) -> pd.DataFrame:
+    """:func:`coupling_table` of {(seed, condition, t): record}, one row per seed and key (column `seed`).
+
+    The K-subsets of each seed are drawn with that seed.
+    """
+    seeds = sorted({key[0] for key in records})
+    return pd.concat([coupling_table({key[1:]: r for key, r in records.items() if key[0] == s}, k, draws, s)
+                      .assign(seed=s) for s in seeds], ignore_index=True)
+
+
+def mean_se(values) -> tuple[float, float]:
+    """(mean, standard error of the mean) of finite values; SE NaN with fewer than two values."""
+    v = np.asarray([x for x in np.asarray(values, dtype=float) if np.isfinite(x)])
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return float(v.mean()), se
+
+
+def over_seeds(frame: pd.DataFrame, columns: Sequence[str],
+               keys: Sequence[str] = ("condition", "spawn_step")) -> pd.DataFrame:
+    """Mean and seed-level standard error of `columns` per key: columns `c` and `c_se` for each c,
+    and `seeds` (how many seeds each mean averages). Rows keep the keys' first-seen order."""
+    rows = []
+    for key, group in frame.groupby(list(keys), dropna=False, sort=False):
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        for c in columns:
+            row[c], row[c + "_se"] = mean_se(group[c])
+        row["seeds"] = len(group)
+        rows.append(row)
+    return _tidy(pd.DataFrame(rows))
+
+
+def seed_difference(frame: pd.DataFrame, column: str, a: tuple, b: tuple,
+                    keys: Sequence[str] = ("condition", "spawn_step")) -> tuple[float, float, int]:
+    """(mean, SE, n) over seeds of column(a) − column(b), paired by seed.
+
+    `a` and `b` are key tuples (e.g. ("coupled-to-t", 0)); a None spawn step matches the
+    reference conditions. Only seeds that have both keys count.
+    """
+    def values(key):
+        mask = pd.Series(True, index=frame.index)
+        for name, value in zip(keys, key):
+            col = frame[name]
+            mask &= col.isna() if value is None else (col == value).fillna(False).astype(bool)
+        return frame[mask].set_index("seed")[column]
+
+    d = (values(a) - values(b)).dropna()
+    mean, se = mean_se(d)
+    return mean, se, int(len(d))

@@ -97,31 +97,39 @@ def forgetting_after_spawn(records: Mapping[int, object], evaluations: int | Non
 
     `records` maps a spawn time t (steps) to a record whose members are children spawned at
     t (coupled-to-t-reset: every child then trains the same number of steps). Only
-    transitions between evaluations *after* the fork count (evaluations at steps > t), so
-    every child is judged on its own training, not on its parent's; and only the first
-    `evaluations` of them (None: as many as every record has), so that every spawn time is
-    judged on the same number of epochs, as the paper's "first 50 epochs after coupling".
-    (An evaluation falls at the end of every epoch and at the end of training, so a fork in
-    the middle of an epoch leaves one more, shorter, stretch at the end.)
+    transitions between evaluations at or after the fork count (evaluations at steps >= t:
+    a spawned record is evaluated at its fork, on the parent's weights, which every child
+    starts from), so every child is judged on its own training, not on its parent's; and
+    only the first `evaluations` of them (None: as many as every record has), so that every
+    spawn time is judged on the same number of evaluations, as the paper's "first 50 epochs
+    after coupling".
+
+    What the record holds limits this: evaluations fall at the end of every epoch of the
+    global step count (and at the end of training), not at whole epochs after the fork, so
+    the first counted stretch is shorter than an epoch when t is not a multiple of it; and
+    a record without a spawn (t = 0) has no evaluation at initialisation, so its count
+    starts one epoch into training. Columns `start` and `end` give, in the child's steps
+    after the fork, the first and the last evaluation counted.
 
     One row per (spawn_step, member): spawn_step, spawn_epoch, member, events, evaluations
-    (the number of evaluations whose transitions were counted).
+    (the number of evaluations whose transitions were counted), start, end.
     """
     after = {}
     for t, record in records.items():
         traj, steps, y = _trajectory(record)
-        after[t] = (traj, steps > (t or 0), y, record.meta["steps_per_epoch"])
-    available = min(int(mask.sum()) for _, mask, _, _ in after.values())
+        after[t] = (traj, steps >= (t or 0), y, record.meta["steps_per_epoch"], steps)
+    available = min(int(mask.sum()) for _, mask, _, _, _ in after.values())
     n = available if evaluations is None else evaluations
     if n > available:
         raise ValueError(f"evaluations={n}: some records have only {available} evaluations after their fork")
     rows = []
-    for t, (traj, mask, y, spe) in after.items():
+    for t, (traj, mask, y, spe, steps) in after.items():
         idx = torch.nonzero(mask).flatten()[:n]
+        start, end = int(steps[idx[0]]) - (t or 0), int(steps[idx[-1]]) - (t or 0)
         for m in range(traj.shape[0]):
             events = M.cumulative_forgetting(traj[m][idx].float(), y)
             rows.append({"spawn_step": t, "spawn_epoch": (t or 0) / spe, "member": m, "events": int(events),
-                         "evaluations": int(n)})
+                         "evaluations": int(n), "start": start, "end": end})
     return pd.DataFrame(rows)
 
 

@@ -166,3 +166,40 @@ def gap_summary(curves: pd.DataFrame) -> pd.DataFrame:
     # Averaging identical draws can leave float noise (-1e-15) behind: round it away, and + 0.0
     # turns the -0.0 that rounding may leave into 0.0.
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("source").round(9) + 0.0
+
+
+def mean_se(values) -> tuple[float, float, int]:
+    """(mean, standard error, number of finite values) over seeds; the SE is NaN below two values."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return float(v.mean()), se, len(v)
+
+
+def over_seeds(frames: Mapping, statistic) -> tuple[float, float, int]:
+    """`mean_se` of `statistic(frame)` over {seed: frame} (one number per seed: a paired comparison
+    of two sources stays within one seed)."""
+    return mean_se([statistic(f) for f in frames.values()])
+
+
+def mean_frame(frames: Mapping) -> pd.DataFrame:
+    """The element-wise mean of same-shaped frames {seed: frame} (numeric columns)."""
+    stacked = pd.concat(list(frames.values()))
+    return stacked.groupby(level=0, sort=False).mean(numeric_only=True)
+
+
+def smallest_gap(gaps: Mapping, sources) -> dict:
+    """Which of `sources` gives the smallest top − bottom gap of the full ensemble, and by how much.
+
+    `gaps` {seed: Series indexed by source} (`gap_summary(...)["gap_ensemble"]` per seed). Returns
+    {"source": the source with the smallest mean gap, "runner_up": the next one, "margin": (mean,
+    se, n) of runner_up's gap minus the smallest's over seeds, and "mean": {source: (mean, se, n)}}.
+    """
+    sources = list(sources)
+    mean = {s: mean_se([g[s] for g in gaps.values()]) for s in sources}
+    ranked = sorted(sources, key=lambda s: mean[s][0])
+    best, second = ranked[0], ranked[1]
+    margin = mean_se([g[second] - g[best] for g in gaps.values()])
+    return {"source": best, "runner_up": second, "margin": margin, "mean": mean}
