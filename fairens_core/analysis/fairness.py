@@ -158,7 +158,7 @@ def subgroup_table(probs: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, n
         s = np.array([d[code] for d in single])
         rows.append({"subgroup": names[int(code)], "n": int((groups == code).sum()),
                      "single": s.mean(), "single_std": s.std(), "ensemble": ens[code],
-                     "gain": ens[code] / s.mean()})
+                     "gain": ens[code] / s.mean() if s.mean() > 0 else np.nan})  # undefined: no member right
     return pd.DataFrame(rows)
 
 
