@@ -503,6 +503,11 @@ def hardest_examples(trajectory: torch.Tensor, y: torch.Tensor, k: int) -> torch
     return torch.sort(loss, dim=-1, descending=True, stable=True).indices[..., :k]
 
 
+def overlap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """|A ∩ B| / k of two hardest-example sets of k indices each."""
+    return len(set(a.tolist()) & set(b.tolist())) / len(a)
+
+
 def hardest_overlap(hardest: torch.Tensor, runs=None) -> pd.DataFrame:
     """Overlap |A ∩ B| / k of hardest-example sets, across inits and along each run.
 
@@ -515,11 +520,7 @@ def hardest_overlap(hardest: torch.Tensor, runs=None) -> pd.DataFrame:
         overlap by k / n on average.
     """
     hardest = torch.as_tensor(hardest)
-    r, e, k = hardest.shape
-
-    def overlap(a, b):
-        return len(set(a.tolist()) & set(b.tolist())) / k
-
+    r, e, _ = hardest.shape
     rows = []
     for epoch in range(e):
         if r >= 2:
@@ -537,11 +538,7 @@ def run_overlaps(hardest: torch.Tensor, epoch: int = -1, reference_epoch: int = 
     hardest set at ``reference_epoch`` with each other run's there. For standard errors over the
     runs (seeds; the across values share pairs, so their SE is an approximation)."""
     hardest = torch.as_tensor(hardest)
-    r, _, k = hardest.shape
-
-    def overlap(a, b):
-        return len(set(a.tolist()) & set(b.tolist())) / k
-
+    r = hardest.shape[0]
     rows = []
     for i in range(r):
         others = [overlap(hardest[i, reference_epoch], hardest[j, reference_epoch]) for j in range(r) if j != i]
