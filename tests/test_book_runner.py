@@ -89,7 +89,7 @@ def test_failing_chapter_is_reported_and_others_run(tiny, capsys):
     rc = book.main(["--book-root", str(tiny), "--no-build", "-p", "x", "41"])
     out = capsys.readouterr().out
     assert rc != 0
-    assert "[1/2] book/part/good ... ok" in out and "claims 1/1 hold" in out
+    assert "[1/2] book/part/good ... ok" in out and "Claims: 1 of 1 hold" in out
     assert "[2/2] book/part/bad ... FAILED" in out
     assert "boom from the bad chapter" in out
     assert "FAILED: book/part/bad" in out and "partial run in _build/failed/bad.ipynb" in out
@@ -167,7 +167,7 @@ def test_full_executes_a_copy_with_the_full_profile(tiny, capsys, monkeypatch):
     cells = nbformat.read(str(copy), as_version=4).cells
     assert cells[0].source == "# Good" and book.FULL_NOTE_TAG in cells[1].metadata["tags"]
     assert "../overview.ipynb" in cells[1].source
-    assert "claims 1/1 hold" in capsys.readouterr().out
+    assert "Claims: 1 of 1 hold" in capsys.readouterr().out
     assert book.main(["--book-root", str(tiny), "--no-build", "--full", "--chapters", "good"]) == 0
     cells = nbformat.read(str(copy), as_version=4).cells
     assert sum(book.FULL_NOTE_TAG in c.metadata.get("tags", []) for c in cells) == 1
