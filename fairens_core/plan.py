@@ -55,7 +55,7 @@ class Planner:
         if cached:
             timing["wall_s"] = round(float(meta.get("wall_time_s", 0.0)), 1)
         elif config.device == "cpu":  # "auto" means a GPU where the plan will run
-            timing["est_cpu_s"] = round(flops / cpu_training_speed(config, meta), 1)
+            timing["est_cpu_s"] = float(f"{flops / cpu_training_speed(config, meta):.3g}")  # a tiny run: not 0
         add_to_plan(config, Path(self.path), flops, packed_bytes(record), self.chapter, **timing)
         return record
 
