@@ -41,6 +41,7 @@ from ..config import TrainConfig
 from ..data import load_dataset
 from ..metrics._utils import make_generator
 from ..runner import run
+from . import stats
 
 CONDITIONS = ("no-coupling", "coupled-order", "coupled-to-t", "coupled-to-t-reset")
 LABELS = {"no-coupling": "no coupling", "coupled-order": "coupled order", "coupled-to-t": "coupled to t",
@@ -355,12 +356,8 @@ def seed_coupling_table(records: Mapping, k: int | None = None, draws: int = 20)
 
 
 def mean_se(values) -> tuple[float, float]:
-    """(mean, standard error of the mean) of finite values; SE NaN with fewer than two values."""
-    v = np.asarray([x for x in np.asarray(values, dtype=float) if np.isfinite(x)])
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
-    return float(v.mean()), se
+    """(mean, standard error) of the finite values (`stats.mean_se` without the count)."""
+    return stats.mean_se(values)[:2]
 
 
 def over_seeds(frame: pd.DataFrame, columns: Sequence[str],

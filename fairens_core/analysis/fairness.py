@@ -12,6 +12,7 @@ import torch
 
 from .. import metrics as M
 from ..claims import Claim, exceeds, untestable
+from .stats import mean_se
 
 GROUPS = ("all", "top-k", "bottom-k")
 
@@ -88,15 +89,6 @@ def seed_gains(pools: dict, y: torch.Tensor, k: int) -> pd.DataFrame:
     """`pool_gains` of independently seeded pools {seed: probs (M, N, C)}, stacked with a column seed."""
     return pd.concat([pool_gains(p, y, k).reset_index().assign(seed=s) for s, p in pools.items()],
                      ignore_index=True)
-
-
-def mean_se(values) -> tuple[float, float, int]:
-    """(mean, standard error over seeds, number of finite values); the SE is NaN below two values."""
-    v = np.asarray([x for x in np.asarray(values, dtype=float) if np.isfinite(x)])
-    if len(v) == 0:
-        return float("nan"), float("nan"), 0
-    se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
-    return float(v.mean()), se, len(v)
 
 
 def paired(table: pd.DataFrame, column: str, a: str = "bottom-k", b: str = "top-k") -> tuple[float, float, int]:

@@ -28,6 +28,7 @@ from .. import metrics as M
 from ..config import TrainConfig
 from ..models import build_model
 from ..data import load_dataset, prepare_inputs
+from . import stats
 
 SUBSPACE_METHODS = ("gaussian", "mc_dropout", "diagonal", "low_rank")
 
@@ -149,12 +150,8 @@ def per_member_similarity(record, late_from: int) -> pd.DataFrame:
 
 
 def mean_se(values) -> tuple[float, float]:
-    """Mean and standard error (std with ddof=1 over sqrt(count)) of finite values; NaN SE with fewer than 2."""
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+    """(mean, standard error) of the finite values (`stats.mean_se` without the count)."""
+    return stats.mean_se(values)[:2]
 
 
 # ------------------------------------------------------------------ rebuilding members from weights
@@ -450,14 +447,7 @@ def same_group_neighbour_share(points, groups) -> float:
     Returns:
         A number in [0, 1]: 1 when every point's nearest neighbour is in its own group.
     """
-    points = torch.as_tensor(np.asarray(points), dtype=torch.float64)
-    groups = np.asarray(groups)
-    if points.shape[0] != len(groups) or len(groups) < 2:
-        raise ValueError("need at least 2 points and one group label per point")
-    dist = torch.cdist(points, points)
-    dist.fill_diagonal_(float("inf"))
-    nearest = dist.argmin(1).numpy()
-    return float(np.mean(groups[nearest] == groups))
+    return float(np.mean(same_group_neighbour(points, groups)))
 
 
 # ------------------------------------------------------------------ hardness per init

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from .. import metrics as M
+from .stats import mean_se
 
 # The ensembles of the chapter, in the order of the paper's figures, and their names there.
 SOURCES = ("none", "init", "batch_order", "augmentation", "init+batch_order", "all")
@@ -166,16 +167,6 @@ def gap_summary(curves: pd.DataFrame) -> pd.DataFrame:
     # Averaging identical draws can leave float noise (-1e-15) behind: round it away, and + 0.0
     # turns the -0.0 that rounding may leave into 0.0.
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("source").round(9) + 0.0
-
-
-def mean_se(values) -> tuple[float, float, int]:
-    """(mean, standard error, number of finite values) over seeds; the SE is NaN below two values."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan"), 0
-    se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
-    return float(v.mean()), se, len(v)
 
 
 def over_seeds(frames: Mapping, statistic) -> tuple[float, float, int]:

@@ -30,7 +30,7 @@ from ..derived import derived_frame
 from ..metrics import diversity as D
 from ..metrics._utils import make_generator
 from ..runner import run
-from . import joint
+from . import joint, stats
 
 seeds = joint.seeds  # the chapters call rc.seeds
 DROPOUT_PS = (0.2, 0.4, 0.6)  # fractions of members dropped at test time (Fig. 4, App. B)
@@ -175,10 +175,8 @@ def paired_difference(sweep: pd.DataFrame, metric: str, a: float, b: float, min_
 
 def mean_se(sweep: pd.DataFrame, metric: str, beta: float, min_seeds: int = 3) -> tuple[float, float, int]:
     """Mean of ``metric`` over the seeds at ``beta`` and its standard error (NaN below ``min_seeds``)."""
-    v = sweep.loc[sweep.beta == float(beta), metric].astype(float)
-    n = len(v)
-    se = float(v.std(ddof=1) / math.sqrt(n)) if n >= max(2, min_seeds) else float("nan")
-    return (float(v.mean()) if n else float("nan")), se, n
+    mean, se, n = stats.mean_se(sweep.loc[sweep.beta == float(beta), metric])
+    return mean, (se if n >= min_seeds else float("nan")), n
 
 
 def summarize_sweep(sweep: pd.DataFrame) -> pd.DataFrame:
