@@ -22,10 +22,13 @@ from .schema import Spec
 # Version of the record format and of the training numerics; part of every cache key, so a change
 # that alters what a config trains (or how a record is laid out) retires the old records.
 FORMAT_VERSION = 2  # 2: learner dropout scales the ensemble term by the kept members (objectives.augmented_loss)
+# Version of what a spawned run (spawn_step set) records, in those runs' keys only.
+SPAWN_PROTOCOL = 2  # 2: children are evaluated at their fork and at whole epochs after it (train.plan_phases)
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine", "triangular")
 AUGMENTATIONS = ("crop", "flip", "cutout", "shift")
+LEARNER_DROPOUT_DRAWS = ("batch", "example")
 COMBINE = ("prob", "score")
 REINIT_FROM = ("input", "output")
 PRECISIONS = ("fp32", "bf16")
@@ -71,6 +74,7 @@ SPECS: dict[str, Spec] = {
     "beta": Spec("float", low=0, note="(0: independent, 1: joint)"),
     "combine": Spec("str", choices=COMBINE),
     "learner_dropout": _FRACTION_BELOW_ONE,
+    "learner_dropout_draw": Spec("str", choices=LEARNER_DROPOUT_DRAWS),
     "allow_unbounded_beta": _BOOL,
     "spawn_step": Spec("int", low=0, optional=True, note="(a number of steps)"),
     "spawn_reset": _BOOL,
@@ -126,6 +130,10 @@ class TrainConfig:
     beta: float = 0.0
     combine: str = "prob"  # ensemble of probabilities or of scores (logits)
     learner_dropout: float = 0.0  # drop members from the ensemble term during training
+    # "batch": one mask per batch, each member dropped with probability p, at least one kept, the
+    # ensemble term weighted by the k kept; "example": the authors' code (joint-ensembles): per
+    # example a fixed k = round((1 - p) M) kept members, whose losses alone are averaged
+    learner_dropout_draw: str = "batch"
     allow_unbounded_beta: bool = False  # beta > 1 is unbounded below (Thm 5.1)
     # coupling: shared early training, then spawned children (the coupling paper): one parent for spawn_step steps, then `members` children
     spawn_step: int | None = None
@@ -170,12 +178,17 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ identity
     def key_fields(self) -> dict:
-        d = dataclasses.asdict(self)
-        return {k: v for k, v in d.items() if k not in NOT_IN_KEY}
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_IN_KEY}
+        if d["learner_dropout_draw"] == "batch" or not self.learner_dropout:
+            del d["learner_dropout_draw"]  # added later: the records made before keep their names
+        return d
 
     def key(self) -> str:
         """Hash of every field that changes the result: the record's name in the cache."""
-        blob = json.dumps({"format": FORMAT_VERSION, **self.key_fields()}, sort_keys=True, default=list)
+        fields = {"format": FORMAT_VERSION, **self.key_fields()}
+        if self.spawn_step is not None:  # spawned runs only, so other records keep their keys
+            fields["spawn_protocol"] = SPAWN_PROTOCOL
+        blob = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def replace(self, **changes) -> "TrainConfig":

@@ -45,15 +45,42 @@ def augmented_loss(outputs: torch.Tensor, y: torch.Tensor, beta: float, task: st
                    keep: torch.Tensor | None = None, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """M * L_beta and the per-member losses. outputs (M, B, C), y (B,) shared by all members.
 
-    With learner dropout (`keep`, (M,) bool, Jeffares et al. 2023, App. G.7) the ensemble term is the loss
-    of the k kept members' combined prediction, scaled by k instead of M: each kept member then
-    gets a gradient of the same size as in plain joint training of k members (the ensemble
-    term's gradient per member shrinks as 1/k), and a dropped member gets none from it.
+    With learner dropout (Jeffares et al. 2023, App. G.7), `keep` is either
+    - (M,) bool, one mask for the batch: the ensemble term is the loss of the k kept members'
+      combined prediction, scaled by k instead of M, so each kept member gets a gradient of the
+      same size as in plain joint training of k members and a dropped member none from it; or
+    - (B, M) bool, one mask per example (the authors' code): :func:`per_example_dropout_loss`.
     """
     M = outputs.shape[0]
+    if keep is not None and keep.dim() == 2:
+        return per_example_dropout_loss(outputs, y, beta, task, combine, keep, label_smoothing)
     losses = member_losses(outputs, y.expand(M, -1), task, label_smoothing)
     total = losses.sum()
     if beta:
         k = M if keep is None else keep.sum()
         total = (1 - beta) * total + beta * k * ensemble_loss(outputs, y, task, combine, keep)
     return total, losses.detach()
+
+
+def per_example_dropout_loss(outputs: torch.Tensor, y: torch.Tensor, beta: float, task: str, combine: str,
+                             keep: torch.Tensor, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """M * L_beta with learner dropout drawn per example, as in the authors' code: for example b,
+    (1 - beta) * the mean loss of its kept members + beta * the loss of their combined prediction,
+    averaged over the batch. keep (B, M) bool, at least one True per row. Dropped members add
+    nothing for that example. Returns the loss and the per-member mean losses (M,), detached."""
+    M, B = outputs.shape[:2]
+    mask = keep.T.to(outputs.dtype)  # (M, B)
+    k = mask.sum(0)  # (B,) kept members per example
+    if task == "regression":
+        each = (outputs[..., 0] - y) ** 2  # (M, B)
+        combined = ((outputs[..., 0] * mask).sum(0) / k - y) ** 2
+    else:
+        each = F.cross_entropy(outputs.flatten(0, 1), y.repeat(M), label_smoothing=label_smoothing,
+                               reduction="none").view(M, B)
+        if combine == "score":
+            combined = F.cross_entropy((outputs * mask[..., None]).sum(0) / k[:, None], y, reduction="none")
+        else:  # log of the kept members' mean probability; a dropped member's log-probability is -inf
+            log_p = F.log_softmax(outputs, -1).masked_fill(~keep.T[..., None], float("-inf"))
+            combined = -(torch.logsumexp(log_p, 0) - k.log()[:, None]).gather(1, y[:, None])[:, 0]
+    per_example = (1 - beta) * (each * mask).sum(0) / k + beta * combined
+    return M * per_example.mean(), each.detach().mean(1)

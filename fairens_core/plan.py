@@ -30,7 +30,8 @@ from .data import load_dataset
 from .ensemble import StackedEnsemble, init_member
 from .randomness import source_seed
 from .records import RunRecord
-from .train import History, assemble, build_ensemble, group_members, make_optimizer, plan_phases, training_step
+from .train import (History, assemble, build_ensemble, evaluation_steps, group_members, make_optimizer, plan_phases,
+                    training_step)
 
 SPEED_FIELDS = ("max_group", "channels_last", "compile")  # execution fields a plan keeps (not in the key)
 PLACEHOLDER_FLOPS_PER_SECOND = 1e14  # a placeholder's stand-in wall time: its FLOPs at this rate
@@ -104,20 +105,14 @@ def add_to_plan(config: TrainConfig, path: Path, train_flops: int, packed_bytes:
 
 
 # ---------------------------------------------------------------------------- cost
-def eval_steps(start: int, stop: int, steps_per_epoch: int) -> list[int]:
-    """Steps after which training evaluates: each epoch's end in [start, stop) and at stop."""
-    return [s + 1 for s in range(start, stop) if (s + 1) % steps_per_epoch == 0 or s + 1 == stop]
-
-
 def training_flops(config: TrainConfig, flops_per_example: int, n_train: int, n_test: int) -> int:
     """Floating-point operations of training `config` (forward + backward ≈ 3 × forward on every
     training example of every step, plus a forward pass over the test set at each evaluation)."""
     steps_per_epoch = n_train // config.batch_size
     parent, phase = plan_phases(config, steps_per_epoch)
     member_steps = config.members * (phase.stop - phase.start) + (parent.stop if parent else 0)
-    evals = config.members * len(eval_steps(phase.start, phase.stop, steps_per_epoch))
-    if parent:
-        evals += len(eval_steps(parent.start, parent.stop, steps_per_epoch))
+    fork = parent.stop if parent else -1  # evaluations up to the fork are the parent's alone
+    evals = sum(1 if step <= fork else config.members for step in evaluation_steps(config, steps_per_epoch))
     tracked = n_train if config.track_outputs == -1 else min(config.track_outputs, n_train)
     return flops_per_example * (3 * member_steps * config.batch_size + evals * (n_test + tracked))
 
@@ -163,8 +158,7 @@ def placeholder_record(config: TrainConfig):
     spe = len(ds.y_train) // cfg.batch_size
     if spe == 0:
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(ds.y_train)} training examples")
-    parent, phase = plan_phases(cfg, spe)
-    steps = (eval_steps(parent.start, parent.stop, spe) if parent else []) + eval_steps(phase.start, phase.stop, spe)
+    steps = evaluation_steps(cfg, spe)
     gen = torch.Generator().manual_seed(int(cfg.key(), 16) % 2**63)
     m = cfg.members
 

@@ -24,7 +24,7 @@ import math
 import platform
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -136,6 +136,7 @@ class Phase:
     stop: int
     schedule_start: int  # the step at which this phase's LR schedule starts
     schedule_length: int
+    eval_origin: int = 0  # evaluations fall every epoch counted from this step (a child's fork)
 
 
 class History:
@@ -177,7 +178,7 @@ class EpochDraws:
     first_step: int
     order: torch.Tensor  # (G, n) indices into the training set
     augment: dict[str, torch.Tensor]  # name -> (S, G*B, ...)
-    keep: torch.Tensor | None  # (S, G) bool, members kept in the ensemble term
+    keep: torch.Tensor | None  # (S, G) or, drawn per example, (S, B, G) bool: members kept in the ensemble term
 
     @classmethod
     def draw(cls, cfg, steps: range, epoch: int, order_seeds, aug_seeds, n_train, spatial, device):
@@ -248,7 +249,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def train_steps(cfg, task, data, ens, opt, phase, members, history, steps_per_epoch, save_ckpt, bar):
-    """Train `ens` (members `members`) over the steps of `phase`; evaluate at each epoch's end.
+    """Train `ens` (members `members`) over the steps of `phase`; evaluate at each epoch's end
+    (epochs counted from `phase.eval_origin`: a child's fork) and at the phase's end.
 
     This is the whole training loop: gather batches, augment, forward all members at once,
     L_beta, backward, step. Nothing in it waits for the device until the epoch's evaluation.
@@ -286,13 +288,30 @@ def train_steps(cfg, task, data, ens, opt, phase, members, history, steps_per_ep
             run_correct += (out.argmax(-1) == y).float().mean(1)
         seen += 1
         bar.update(len(members))
-        if (step + 1) % steps_per_epoch == 0 or step + 1 == phase.stop:
+        if evaluates_after(phase, step, steps_per_epoch):
             check_finite(cfg, int(first_bad))
             log_eval(cfg, task, data, ens, history, step + 1, run_loss / seen, run_correct / seen)
             bar.set_postfix(test_acc=f"{history.state['test_acc'][-1].mean():.3f}")
             run_loss.zero_(), run_correct.zero_()
             seen = 0
             save_ckpt(step + 1, final=step + 1 == phase.stop)
+
+
+def evaluates_after(phase: Phase, step: int, steps_per_epoch: int) -> bool:
+    """Whether training evaluates after `step` of `phase`: at each whole epoch counted from
+    `phase.eval_origin` (a child's fork) and at the phase's end."""
+    return (step + 1 - phase.eval_origin) % steps_per_epoch == 0 or step + 1 == phase.stop
+
+
+def evaluation_steps(cfg, steps_per_epoch: int) -> list[int]:
+    """Every step a record of `cfg` holds an evaluation for (its history's eval_step), in order:
+    the parent's, the fork's when the parent has none (t = 0), then the members'."""
+    parent, phase = plan_phases(cfg, steps_per_epoch)
+    steps = [s + 1 for s in range(parent.start, parent.stop) if evaluates_after(parent, s, steps_per_epoch)] \
+        if parent else []
+    if parent and not steps:
+        steps = [phase.start]
+    return steps + [s + 1 for s in range(phase.start, phase.stop) if evaluates_after(phase, s, steps_per_epoch)]
 
 
 def check_finite(cfg, first_bad_step: int) -> None:
@@ -307,9 +326,15 @@ def check_finite(cfg, first_bad_step: int) -> None:
 
 
 def learner_dropout_mask(cfg, n: int, step: int) -> torch.Tensor | None:
-    """(n,) bool on the CPU: members kept in the ensemble term at `step` (Jeffares et al. 2023, App. G.7); at least one."""
+    """Bool on the CPU, members kept in the ensemble term at `step` (Jeffares et al. 2023, App. G.7):
+    (n,) for learner_dropout_draw="batch" (each dropped with probability p, at least one kept);
+    (batch_size, n) for "example" (per example a random k = round((1 - p) n) of them, at least one)."""
     if not cfg.learner_dropout:
         return None
+    if cfg.learner_dropout_draw == "example":
+        k = max(1, round((1 - cfg.learner_dropout) * n))
+        noise = torch.rand(cfg.batch_size, n, generator=rnd.generator(cfg.seed, "learner_dropout_example", step))
+        return noise.argsort(1).argsort(1) < k  # each row: a uniformly random k-subset
     keep = torch.rand(n, generator=rnd.generator(cfg.seed, "learner_dropout", step)) >= cfg.learner_dropout
     keep[torch.randint(n, (1,), generator=rnd.generator(cfg.seed, "keep_one", step))] = True
     return keep
@@ -362,7 +387,7 @@ def train_phase(cfg, ds, data, members, phase, device, workdir, bar, start=None)
         opt.load_state_dict(saved["optimizer"])
         history = History(saved["history"])
         bar.update(len(members) * (saved["step"] - phase.start))
-        phase = Phase(phase.name, saved["step"], phase.stop, phase.schedule_start, phase.schedule_length)
+        phase = replace(phase, start=saved["step"])
 
     last_save = time.monotonic()
 
@@ -411,9 +436,11 @@ def plan_phases(cfg, steps_per_epoch) -> tuple[Phase | None, Phase]:
         return None, Phase("", 0, total, 0, total)
     t = cfg.spawn_step
     parent = Phase("parent", 0, t, 0, total)
+    # children are evaluated at whole epochs after their fork (and at its end), so every child's
+    # history steps through the same number of epochs of its own training, whatever t
     if cfg.spawn_reset:  # coupled-to-t-reset: a fresh schedule of `total` steps after the fork
-        return parent, Phase("child", t, t + total, t, total)
-    return parent, Phase("child", t, total, 0, total)
+        return parent, Phase("child", t, t + total, t, total, eval_origin=t)
+    return parent, Phase("child", t, total, 0, total, eval_origin=t)
 
 
 def train_group(cfg, ds, data, members, phase, device, workdir, bar, parent=None) -> dict:
@@ -421,6 +448,9 @@ def train_group(cfg, ds, data, members, phase, device, workdir, bar, parent=None
     what the record keeps of it: test logits (m, N, C) float16, history state and, optionally,
     weights. The unit an executor runs (`train_groups_here`, `distributed.train_groups_on_ray`)."""
     start = spawn(cfg, parent, members, device, ds) if parent else None
+    if start is not None and not start[2].state["eval_step"]:  # a fork at step 0: no parent evaluation
+        untrained = torch.full((len(members),), float("nan"))  # no training batches seen yet
+        log_eval(cfg, ds.task, data, start[0], start[2], phase.start, untrained, untrained)
     ens, _, history = train_phase(cfg, ds, data, members, phase, device, workdir, bar, start)
     return {"test_logits": evaluate(ens, data.x_test, cfg).half().cpu(), "history": history.state,
             "weights": {k: v.float().cpu().contiguous() for k, v in ens.state_stacked().items()}

@@ -103,4 +103,6 @@ def test_on_real_records(tmp_path, monkeypatch):
     spe = plain.meta["steps_per_epoch"]
     spawned = {t: train_ensemble(tiny.replace(spawn_step=t, spawn_reset=t > 0)) for t in (0, spe + 2)}
     after = F.forgetting_after_spawn(spawned)
-    assert len(after) == 4 and (after["evaluations"] == 3).all()
+    # every window: the evaluation at the fork, then one per epoch of the child's 3
+    assert len(after) == 4 and (after["evaluations"] == 4).all()
+    assert (after["start"] == 0).all() and (after["end"] == 3 * spe).all()

@@ -178,6 +178,24 @@ def test_spawn_reset_trains_t_extra_steps_and_reinit_differs():
     assert not torch.equal(low.weight_snapshots[:, -1], plain.weight_snapshots[:, -1])
 
 
+@pytest.mark.parametrize("t, reset", [(0, False), (5, False), (5, True)])
+def test_children_are_evaluated_at_the_fork_and_whole_epochs_after_it(t, reset):
+    spe = 700 * 8 // 10 // 64
+    rec = train_ensemble(tiny(spawn_step=t, spawn_reset=reset, epochs=2, vary="batch_order", members=2))
+    steps = rec.history["eval_step"].tolist()
+    end = t + 2 * spe if reset else 2 * spe
+    after = [s for s in steps if s >= t]
+    assert after[0] == t and after[-1] == end
+    assert all((s - t) % spe == 0 for s in after[:-1])
+
+
+def test_spawned_runs_have_their_own_protocol_in_the_key():
+    plain = tiny(vary="batch_order")
+    assert plain.key() == tiny(vary="batch_order").key()
+    spawned = tiny(spawn_step=5, vary="batch_order")
+    assert "spawn_protocol" not in plain.key_fields() and spawned.key() != plain.key()
+
+
 def test_reinit_names_walk_from_either_side():
     counts = [("a", 10), ("b", 30), ("c", 60)]
     assert reinit_names(counts, 0.0, "input") == []
@@ -224,12 +242,48 @@ def test_learner_dropout_trains_the_kept_members_as_a_smaller_joint_ensemble(tas
     assert grad[~keep].abs().max() == 0  # at beta = 1 a dropped member learns nothing from the batch
 
 
+@pytest.mark.parametrize("task, combine", [("classification", "prob"), ("classification", "score"),
+                                           ("regression", "prob")])
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_per_example_learner_dropout_is_the_authors_loss_example_by_example(task, combine, beta):
+    torch.manual_seed(1)
+    M, B = 5, 6
+    out = torch.randn(M, B, 4 if task == "classification" else 1)
+    y = torch.randint(0, 4, (B,)) if task == "classification" else torch.randn(B)
+    keep = torch.rand(B, M).argsort(1) < 3  # 3 of 5 members per example
+    loss, _ = augmented_loss(out, y, beta, task, combine, keep)
+    per_example = []
+    for b in range(B):  # the kept members of example b as a small ensemble of their own
+        kept = out[keep[b], b:b + 1]
+        each = member_losses(kept, y[b:b + 1].expand(len(kept), -1), task)
+        per_example.append((1 - beta) * each.mean() + beta * ensemble_loss(kept, y[b:b + 1], task, combine))
+    torch.testing.assert_close(loss, M * torch.stack(per_example).mean())
+    everyone, _ = augmented_loss(out, y, beta, task, combine)  # all kept: plain M * L_beta
+    torch.testing.assert_close(augmented_loss(out, y, beta, task, combine, torch.ones(B, M, dtype=torch.bool))[0],
+                               everyone)
+
+
+def test_per_example_masks_keep_a_fixed_number_of_members():
+    cfg = tiny(vary="init", beta=1.0, learner_dropout=0.4, learner_dropout_draw="example")
+    keep = train_mod.learner_dropout_mask(cfg, 5, step=7)
+    assert keep.shape == (cfg.batch_size, 5) and (keep.sum(1) == 3).all()
+    assert torch.equal(keep, train_mod.learner_dropout_mask(cfg, 5, step=7))
+    assert not torch.equal(keep, train_mod.learner_dropout_mask(cfg, 5, step=8))
+    assert len({tuple(row.tolist()) for row in keep}) > 1  # drawn per example, not per batch
+    assert "learner_dropout_draw" not in tiny().key_fields()  # the default keeps the old keys
+    assert tiny(learner_dropout_draw="example").key() == tiny().key()  # no dropout: nothing to draw
+    assert cfg.key() != cfg.replace(learner_dropout_draw="batch").key()
+
+
 def test_joint_training_runs_and_differs_from_independent():
     indep = train_ensemble(tiny(vary="init", epochs=1))
     joint = train_ensemble(tiny(vary="init", epochs=1, beta=1.0))
     dropout = train_ensemble(tiny(vary="init", epochs=1, beta=1.0, learner_dropout=0.5))
+    per_example = train_ensemble(tiny(vary="init", epochs=1, beta=1.0, learner_dropout=0.5,
+                                      learner_dropout_draw="example"))
     assert not torch.equal(indep.test_logits, joint.test_logits)
     assert not torch.equal(joint.test_logits, dropout.test_logits)
+    assert not torch.equal(dropout.test_logits, per_example.test_logits)
 
 
 # ---------------------------------------------------------------------------- cache and resume

@@ -104,12 +104,10 @@ def forgetting_after_spawn(records: Mapping[int, object], evaluations: int | Non
     spawn time is judged on the same number of evaluations, as the paper's "first 50 epochs
     after coupling".
 
-    What the record holds limits this: evaluations fall at the end of every epoch of the
-    global step count (and at the end of training), not at whole epochs after the fork, so
-    the first counted stretch is shorter than an epoch when t is not a multiple of it; and
-    a record without a spawn (t = 0) has no evaluation at initialisation, so its count
-    starts one epoch into training. Columns `start` and `end` give, in the child's steps
-    after the fork, the first and the last evaluation counted.
+    A spawned record is evaluated at its fork (t = 0: on the shared initial weights) and then
+    at whole epochs after it (`train.plan_phases`), so every window starts at the fork and
+    counts whole epochs of the child's own training. Columns `start` and `end` give, in the
+    child's steps after the fork, the first and the last evaluation counted.
 
     One row per (spawn_step, member): spawn_step, spawn_epoch, member, events, evaluations
     (the number of evaluations whose transitions were counted), start, end.
