@@ -95,6 +95,15 @@ def untestable(claim: str, paper: str, why: str, *, measured: str = "—", addit
     return Claim(claim, paper, measured, None, note=f"{UNTESTABLE}: {why}", addition=addition)
 
 
+def claim_or_untestable(claim: str, paper: str, measured: str, holds: Optional[bool], note: str = "", *,
+                        why: str = "an undefined quantity, or too few seeds", addition: bool = False) -> Claim:
+    """A row with its verdict, or, when the verdict is None, an :func:`untestable` row that keeps
+    ``measured`` and gives ``why`` as the reason (``note`` is then dropped)."""
+    if holds is None:
+        return untestable(claim, paper, why, measured=measured, addition=addition)
+    return Claim(claim, paper, measured, holds, note, addition)
+
+
 def finite(*values) -> bool:
     """Whether every value is a finite number (a claim on NaN or inf is not testable)."""
     try:
@@ -124,6 +133,24 @@ def within(difference, tolerance, se=0.0, margin: float = 2.0) -> Optional[bool]
     if gap - band > float(tolerance):
         return False
     return None
+
+
+def all_hold(verdicts: Iterable[Optional[bool]]) -> Optional[bool]:
+    """Three-valued "and" of pass-rule verdicts: False when any fails, True when there is at least
+    one and all hold, None (not testable) otherwise (none given, or some untestable and none failing)."""
+    verdicts = list(verdicts)
+    if any(v is False for v in verdicts):
+        return False
+    return True if verdicts and all(verdicts) else None
+
+
+def plus_minus(value, se, scale: float = 1.0, digits: int = 2) -> str:
+    """``scale · value`` with its sign and ``± scale · se`` for a measured string, both rounded to
+    ``digits`` ("+2.20 ± 1.16"); the ± part is left out where the SE is not finite and the text is
+    "undefined" where the value is not."""
+    if not finite(value):
+        return "undefined"
+    return f"{scale * float(value):+.{digits}f}" + (f" ± {scale * float(se):.{digits}f}" if finite(se) else "")
 
 
 def counts(rows: Iterable[ClaimLike]) -> dict:

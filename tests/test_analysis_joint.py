@@ -195,3 +195,50 @@ def test_closest_rival():
     assert J.closest_rival(table, "ensemble_acc", 1.0) == 0.5
     assert J.closest_rival(table, "ensemble_acc", 0.0, lowest=False) == 0.5
     assert J.closest_rival(table[table.beta == 1.0], "ensemble_acc", 1.0) is None
+
+
+def sweep_rows(column: str, by_beta: dict, **constant) -> pd.DataFrame:
+    """A sweep_table-like frame: one row per (β, seed) with `column` from {β: [value per seed]}."""
+    return pd.DataFrame([{"beta": b, "seed": s, column: v, **constant}
+                         for b, values in by_beta.items() for s, v in enumerate(values)])
+
+
+def test_against_closest_rival_orients_the_difference():
+    acc = sweep_rows("ensemble_acc", {0.0: [0.9, 0.8, 0.7], 0.5: [0.6, 0.7, 0.5], 1.0: [0.5, 0.6, 0.4]})
+    rival, d = J.against_closest_rival(acc, "ensemble_acc", 1.0)  # is β = 1 the least accurate?
+    assert rival == 0.5 and d["diff"] == pytest.approx(0.1)  # rival minus target, 0.1 on every seed
+    assert d["se"] == pytest.approx(0.0, abs=1e-12) and d["n"] == 3
+    rival, d = J.against_closest_rival(acc, "ensemble_acc", 0.0, lowest=False)  # is β = 0 the most accurate?
+    assert rival == 0.5 and d["diff"] == pytest.approx((0.3 + 0.1 + 0.2) / 3)  # target minus rival
+    assert J.against_closest_rival(acc[acc.beta == 1.0], "ensemble_acc", 1.0) == (None, None)
+
+
+def test_paired_difference_at_beta_pairs_rows_of_two_tables():
+    prob = sweep_rows("ensemble_acc", {0.0: [0.8, 0.7, 0.9], 1.0: [0.5, 0.5, 0.5]}, combine="prob", members=5)
+    score = sweep_rows("ensemble_acc", {0.0: [0.7, 0.7, 0.7], 1.0: [0.6, 0.4, 0.5]}, combine="score", members=5)
+    d = J.paired_difference_at_beta([prob, score], 0.0, "ensemble_acc", "prob", "score", key="combine")
+    assert d["n"] == 3 and d["diff"] == pytest.approx(0.1) and d["a_mean"] == pytest.approx(0.8)
+    assert d["se"] == pytest.approx(np.std([0.1, 0.0, 0.2], ddof=1) / np.sqrt(3))
+    large = score.assign(members=10)
+    d = J.paired_difference_at_beta([prob, large], 1.0, "ensemble_acc", 10, 5, key="members")
+    assert d["diff"] == pytest.approx(0.0) and d["b_mean"] == pytest.approx(0.5)
+
+
+def test_paired_difference_by_epoch():
+    curves = pd.DataFrame([{"beta": b, "seed": s, "epoch": e, "ensemble_acc": 0.5 + 0.1 * e - (0.05 * e if b else 0)
+                            + 0.01 * s} for b in (0.0, 1.0) for s in range(3) for e in (2, 1)])
+    out = J.paired_difference_by_epoch(curves, "ensemble_acc", 0.0, 1.0)
+    assert out.index.tolist() == [1, 2]  # sorted epochs
+    assert out["diff"].tolist() == pytest.approx([0.05, 0.10])  # the joint ensemble falls behind by 0.05 per epoch
+    assert out["n"].tolist() == [3, 3] and out["se"].tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert out["a_mean"].tolist() == pytest.approx([0.61, 0.71])
+
+
+def test_interior_minimum():
+    err = sweep_rows("ERR", {0.0: [1.2, 1.1, 1.3], 0.5: [1.0, 1.0, 1.0], 0.8: [1.1, 1.1, 1.1], 1.0: [1.5, 1.4, 1.6]})
+    out = J.interior_minimum(err)
+    assert out["best"] == 0.5
+    assert out["first"]["diff"] == pytest.approx(0.2) and out["last"]["diff"] == pytest.approx(0.5)
+    assert out["first"]["se"] == pytest.approx(0.1 / np.sqrt(3))
+    assert J.interior_minimum(err[err.beta.isin([0.0, 1.0])]) is None  # no intermediate β
+    assert J.interior_minimum(err.assign(ERR=-err.ERR))["best"] == 0.8  # the lowest is among the inner β only

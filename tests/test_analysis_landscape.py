@@ -335,3 +335,68 @@ def test_subspace_by_centre_and_complementarity():
     # across, sample j of each centre: (r, w, r) -> 1, (r, w, r) -> 1, (w, r, r) -> 1
     assert comp["across"].tolist() == [1.0, 1.0, 1.0]
     assert comp["solutions"] == 1.0 and comp["pooled"] == 1.0
+
+
+def test_mean_se_min_count_leaves_the_se_undefined_below_it():
+    mean, se = L.mean_se([1.0, 2.0, 3.0], min_count=3)
+    assert mean == pytest.approx(2.0) and se == pytest.approx(1 / math.sqrt(3))
+    mean, se = L.mean_se([1.0, 3.0], min_count=3)
+    assert mean == pytest.approx(2.0) and np.isnan(se)
+    assert np.isnan(L.mean_se([1.0, 2.0, 3.0, np.nan], min_count=4)[1])  # only three finite values
+
+
+def test_curve_rise_is_largest_minus_smallest_size():
+    curve = pd.DataFrame({"size": [3, 1, 2], "accuracy": [0.95, 0.90, 0.93]})  # unsorted on purpose
+    assert L.curve_rise(curve) == pytest.approx(0.05)
+    assert L.curve_rise(curve.iloc[[1]]) == 0.0
+
+
+def centre_points_frame():
+    """Two centres; the sampler's curve runs through (accuracy, normalised disagreement) (0.6, 1.0)
+    and (0.8, 0.2) at two scales, the independent runs sit at accuracy 0.7."""
+    rows = []
+    for centre, ind_div in ((0, 0.9), (1, 0.5)):
+        rows += [dict(centre=centre, method="independent inits", scale=0, accuracy=a, normalised_disagreement=ind_div)
+                 for a in (0.65, 0.75)]
+        rows += [dict(centre=centre, method="gaussian", scale=s, accuracy=a, normalised_disagreement=d)
+                 for s, a, d in ((0.1, 0.8, 0.2), (0.1, 0.8, 0.2), (0.5, 0.6, 1.0), (0.5, 0.6, 1.0))]
+    frame = pd.DataFrame(rows)
+    frame["disagreement"] = frame.normalised_disagreement * (1 - frame.accuracy)
+    return frame
+
+
+def test_diversity_gap_by_centre_by_hand():
+    gaps = L.diversity_gap_by_centre(centre_points_frame(), "gaussian")
+    # at accuracy 0.7 the sampler's curve is halfway between 1.0 and 0.2: 0.6
+    assert gaps.index.tolist() == [0, 1]
+    assert gaps.tolist() == pytest.approx([0.9 - 0.6, 0.5 - 0.6])
+    with pytest.raises(ValueError):  # no points of that method
+        L.diversity_gap_by_centre(centre_points_frame(), "low_rank")
+
+
+def test_across_minus_around_by_hand():
+    comp = {"across": np.array([1.0, 0.5, 0.75]), "around": np.array([0.5, 0.25]), "solutions": 0.5, "pooled": 0.75}
+    gain, se = L.across_minus_around(comp)
+    assert gain == pytest.approx(0.75 - 0.375)
+    assert se == pytest.approx(math.sqrt(0.0625 / 3 + 0.03125 / 2))  # sample variances 0.0625 and 0.03125
+    assert np.isnan(L.across_minus_around({"across": np.array([1.0, 0.5]), "around": np.array([0.5])})[1])
+
+
+def test_pooling_gain_and_its_jackknife_by_hand():
+    y = torch.tensor([0, 1])
+
+    def right(a):  # confidence sigmoid(a) in the right class of both examples
+        return torch.tensor([[a, 0.0], [0.0, a]])
+
+    def wrong(a):
+        return torch.tensor([[0.0, a], [a, 0.0]])
+
+    # solutions: 0 very sure and right (0.98), 1 sure and wrong (0.12 on the right class), 2 unsure and right (0.73)
+    rec = SimpleNamespace(logits=lambda: torch.stack([right(4.0), wrong(2.0), right(1.0)]))
+    pools = {(c, "g"): torch.stack([right(3.0), right(3.0)]) for c in range(3)}  # every sample right
+    gain, se = L.pooling_gain(pools, rec, y, "g", [0, 1, 2])
+    assert gain == pytest.approx(1.0 - 1.0)  # the three solutions average to right (mean 0.61)
+    # leave one centre out: without 0 the solutions average to 0.43 (wrong), without 1 or 2 they are right;
+    # replicates 1, 0, 0: mean 1/3, jackknife SE sqrt(2/3 * (4/9 + 1/9 + 1/9)) = 2/3
+    assert se == pytest.approx(2 / 3)
+    assert np.isnan(L.pooling_gain(pools, rec, y, "g", [0, 1])[1])  # two centres: no SE

@@ -151,3 +151,58 @@ def test_gain_by_role_picks_sizes_or_names():
     assert roles.set_index("role")["subgroup"].to_dict() == {"minority": "b", "majority": "a"}
     assert roles.set_index("role")["gain"].to_dict() == pytest.approx({"minority": 1.5, "majority": 1.0})
     assert S.gain_by_role(frame).set_index("role")["subgroup"]["majority"] == "a+b"  # pooled rows count
+
+
+def ablation_frame():
+    """An `ablation_table`-like frame by hand: two ablations, three seeds, subgroups all, a (majority), b."""
+    rows = []
+    for ablation, sources, churn, gain_b in (("BatchOrder", "batch_order", (0.01, 0.02, 0.03), (1.10, 1.20, 1.30)),
+                                             ("All", "init+batch_order", (0.04, 0.04, 0.06), (1.00, 1.10, 1.10))):
+        for seed in range(3):
+            rows += [dict(ablation=ablation, sources=sources, seed=seed, subgroup="all", n=60, base=0.80,
+                          ensemble=0.80 + 0.01 * (seed + 1), gain=1.0, churn=churn[seed]),
+                     dict(ablation=ablation, sources=sources, seed=seed, subgroup="a", n=50, base=0.9, ensemble=0.9,
+                          gain=1.0, churn=0.0),
+                     dict(ablation=ablation, sources=sources, seed=seed, subgroup="b", n=10, base=0.5,
+                          ensemble=0.5 * gain_b[seed], gain=gain_b[seed], churn=0.0)]
+    return pd.DataFrame(rows)
+
+
+def test_churn_ratio_is_paired_by_seed():
+    ratio, se, n = S.churn_ratio(ablation_frame(), "BatchOrder", "All")
+    r = [0.25, 0.5, 0.5]  # 0.01/0.04, 0.02/0.04, 0.03/0.06
+    assert n == 3 and ratio == pytest.approx(sum(r) / 3)
+    assert se == pytest.approx(pd.Series(r).std(ddof=1) / 3 ** 0.5)
+
+
+def test_minority_gain_difference_in_points():
+    d, se, n = S.minority_gain_difference(ablation_frame(), "BatchOrder", "All")
+    assert n == 3 and d == pytest.approx(100 * (0.10 + 0.10 + 0.20) / 3)  # b is the smallest subgroup
+    assert se == pytest.approx(pd.Series([10.0, 10.0, 20.0]).std(ddof=1) / 3 ** 0.5)
+    d_named, _, _ = S.minority_gain_difference(ablation_frame(), "BatchOrder", "All", minority="a", majority="b")
+    assert d_named == pytest.approx(0.0)
+
+
+def test_ensemble_minus_base_over_rows():
+    d, se, n = S.ensemble_minus_base(ablation_frame())
+    assert n == 6 and d == pytest.approx(2.0)  # +1, +2, +3 points in each ablation
+    assert se == pytest.approx(pd.Series([1.0, 2, 3, 1, 2, 3]).std(ddof=1) / 6 ** 0.5)
+    assert S.ensemble_minus_base(ablation_frame(), "a")[:2] == pytest.approx((0.0, 0.0))
+
+
+def test_same_members_compares_the_effective_sources():
+    frame = ablation_frame()
+    assert not S.same_members(frame, "All", "BatchOrder")
+    same = pd.concat([frame, frame[frame.ablation == "All"].assign(ablation="Init&BatchOrder")])
+    assert S.same_members(same, "All", "Init&BatchOrder")
+    assert not S.same_members(frame, "All", "Init&BatchOrder")  # not run
+
+
+def test_describe_gap_and_minority_gains_more():
+    gap = pd.Series({"minority": "b", "majority": "a", "minority_gain": 1.0104, "majority_gain": 1.0033,
+                     "gap": 0.0071, "gap_se": 0.0023, "repeats": 3})
+    assert S.describe_gap(gap) == "b +1.04% vs a +0.33% (gap +0.71 ± 0.23 SE, 3 repeats)"
+    assert S.minority_gains_more(gap) is True  # 0.71 > 2 × 0.23
+    assert S.minority_gains_more(gap.copy().replace({0.0023: 0.004})) is False
+    assert S.minority_gains_more(gap.copy().replace({3: 2})) is None  # two repeats: not testable
+    assert S.minority_gains_more(gap.copy().replace({0.0023: float("nan")})) is None

@@ -10,7 +10,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from fairens_core.claims import KEYS, MIME_TYPE, Claim, claims_bundle, read_claims
+from fairens_core.claims import (KEYS, MIME_TYPE, UNTESTABLE, Claim, all_hold, claim_or_untestable, claims_bundle,
+                                 plus_minus, read_claims)
 
 ROWS = [
     Claim("Bottom-k classes gain more than top-k", "Fig. 2: bottom-10 gain ≈ 1.3× at 20 members",
@@ -171,3 +172,25 @@ def test_untestable_rows_and_additions_are_not_counted_as_the_papers():
     assert "1 of 2 of the paper's claims hold" in text
     assert "Not testable in this run:" in text and "one ensemble size only" in text
     assert "The book's own checks (not counted as the paper's results): 1 of 2 hold" in text
+
+
+def test_all_hold_is_a_three_valued_and():
+    assert all_hold([True, True]) is True
+    assert all_hold([True, False, None]) is False  # one failure decides
+    assert all_hold([True, None]) is None  # nothing failed, something untestable
+    assert all_hold([]) is None
+    assert all_hold(v for v in (np.bool_(True), True)) is True  # any iterable, numpy bools
+
+
+def test_plus_minus_formats_value_and_se():
+    assert plus_minus(0.022, 0.0116, scale=100) == "+2.20 ± 1.16"
+    assert plus_minus(-0.4437, 0.1249) == "-0.44 ± 0.12"
+    assert plus_minus(0.5, float("nan"), digits=1) == "+0.5"  # no SE: the ± part is left out
+    assert plus_minus(float("nan"), 0.1) == "undefined"
+
+
+def test_claim_or_untestable_keeps_measured_and_gives_the_reason():
+    row = claim_or_untestable("A gains more", "Fig. 1", "+1.0 ± 0.2", True, "a caveat", addition=True)
+    assert (row.holds, row.note, row.addition, row.measured) == (True, "a caveat", True, "+1.0 ± 0.2")
+    row = claim_or_untestable("A gains more", "Fig. 1", "+1.0", None, "a caveat", why="two repeats")
+    assert row.holds is None and row.measured == "+1.0" and row.note == f"{UNTESTABLE}: two repeats"

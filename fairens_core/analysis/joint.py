@@ -270,3 +270,51 @@ def closest_rival(table: pd.DataFrame, metric: str, target, key: str = "beta", l
     if means.empty:
         return None
     return means.idxmin() if lowest else means.idxmax()
+
+
+def against_closest_rival(table: pd.DataFrame, metric: str, target, key: str = "beta", lowest: bool = True):
+    """(rival, paired difference) for "``target`` is the lowest (or, ``lowest=False``, the highest)
+    point of the sweep": the :func:`closest_rival` and the :func:`paired_difference` of ``metric``
+    oriented so that a positive diff supports the claim (rival − target when lowest, target − rival
+    otherwise; in the metric's unit, e.g. accuracy as a fraction). (None, None) without a rival."""
+    rival = closest_rival(table, metric, target, key=key, lowest=lowest)
+    if rival is None:
+        return None, None
+    if lowest:
+        return rival, paired_difference(table, metric, rival, target, key=key)
+    return rival, paired_difference(table, metric, target, rival, key=key)
+
+
+def paired_difference_at_beta(tables: Iterable[pd.DataFrame], beta: float, metric: str, a, b,
+                              key: str) -> dict:
+    """:func:`paired_difference` of ``metric`` between conditions ``a`` and ``b`` of ``key`` that sit in
+    different sweep tables (e.g. combine "prob" vs "score", or two ensemble sizes), using only their
+    rows at β = ``beta``; the tables are :func:`sweep_table` frames, paired by seed."""
+    rows = pd.concat([t[t["beta"] == beta] for t in tables])
+    return paired_difference(rows, metric, a, b, key=key)
+
+
+def paired_difference_by_epoch(curves: pd.DataFrame, metric: str, a, b, key: str = "beta") -> pd.DataFrame:
+    """:func:`paired_difference` of ``metric`` (condition a − condition b, paired by seed) at every
+    epoch of :func:`training_curves` rows: one row per epoch (sorted, index ``epoch``) with columns
+    diff, se, n, a_mean and b_mean, in the metric's unit."""
+    rows = {e: paired_difference(g, metric, a, b, key=key) for e, g in curves.groupby("epoch", sort=True)}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("epoch")
+
+
+def interior_minimum(table: pd.DataFrame, metric: str = "ERR", key: str = "beta"):
+    """Is the lowest ``metric`` at an intermediate β (Jeffares et al. 2023, App. G.4: the lowest test
+    loss of CNN ensembles sits strictly between independent and joint training)?
+
+    Among the conditions of ``key`` strictly between the first and the last, the one with the lowest
+    mean ``metric`` over seeds (``best``), and the :func:`paired_difference` of each end minus it
+    (``first``, ``last``: positive when that end is worse, in the metric's unit). Returns a dict
+    with best, first, last; None when there are fewer than three conditions.
+    """
+    means = table.groupby(key)[metric].mean().sort_index()
+    if len(means) < 3:
+        return None
+    inner = means.iloc[1:-1]
+    best = inner.idxmin()
+    return {"best": best, "first": paired_difference(table, metric, means.index[0], best, key=key),
+            "last": paired_difference(table, metric, means.index[-1], best, key=key)}

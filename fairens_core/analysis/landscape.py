@@ -149,9 +149,10 @@ def per_member_similarity(record, late_from: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def mean_se(values) -> tuple[float, float]:
-    """(mean, standard error) of the finite values (`stats.mean_se` without the count)."""
-    return stats.mean_se(values)[:2]
+def mean_se(values, min_count: int = 2) -> tuple[float, float]:
+    """(mean, standard error) of the finite values (`stats.mean_se` without the count); the SE is
+    NaN below ``min_count`` values."""
+    return stats.mean_se(values, min_count)[:2]
 
 
 # ------------------------------------------------------------------ rebuilding members from weights
@@ -585,6 +586,58 @@ def complementarity(pools: dict, record, y: torch.Tensor, method: str, centres) 
     return {"around": around, "across": across, "solutions": solutions, "pooled": pooled}
 
 
+def diversity_gap_by_centre(points: pd.DataFrame, method: str, independent: str = "independent inits") -> pd.Series:
+    """Per solution (centre): how much less diverse ``method``'s samples are than the independent runs
+    at the same accuracy (Fort et al. 2019, Fig. 6 reading), in units of normalised disagreement.
+
+    ``points``: `function_points` rows with a ``centre`` column, holding for each centre the samples
+    of ``method`` (any number of scales) and the other independent runs (method ``independent``)
+    measured against that centre. The gap is the independent runs' mean normalised disagreement
+    minus `diversity_at_accuracy` of the method's `mean_points` curve at the independent runs' mean
+    accuracy (> 0: the samples are less diverse). Returns a Series indexed by centre, in the order
+    of ``points``.
+    """
+    gaps = {}
+    for centre, pts in points.groupby("centre", sort=False):
+        ind = pts[pts.method == independent]
+        sampler = mean_points(pts[pts.method == method])
+        gaps[centre] = (float(ind.normalised_disagreement.mean())
+                        - diversity_at_accuracy(sampler, float(ind.accuracy.mean())))
+    return pd.Series(gaps, name="diversity_gap", dtype=float)
+
+
+def across_minus_around(comp: dict) -> tuple[float, float]:
+    """Accuracy (fraction) of ensembles of one sample around each of c solutions minus that of
+    ensembles of c samples around one solution, from a `complementarity` dict, and its standard
+    error as a difference of two independent means (over sample indices and over centres; NaN
+    with fewer than two of either)."""
+    across, around = np.asarray(comp["across"], float), np.asarray(comp["around"], float)
+    gain = float(across.mean() - around.mean())
+    if len(across) < 2 or len(around) < 2:
+        return gain, float("nan")
+    return gain, float(np.sqrt(across.var(ddof=1) / len(across) + around.var(ddof=1) / len(around)))
+
+
+def pooling_gain(pools: dict, record, y: torch.Tensor, method: str, centres,
+                 min_centres: int = 3) -> tuple[float, float]:
+    """Accuracy (fraction) of the ensemble of every sample around every solution minus that of the
+    solutions' own ensemble (`complementarity`'s pooled − solutions: does adding subspace samples to
+    independent solutions help?), and its leave-one-centre-out jackknife standard error (NaN with
+    fewer than ``min_centres`` centres). Arguments as for `complementarity`."""
+    centres = list(centres)
+    comp = complementarity(pools, record, y, method, centres)
+    gain = float(comp["pooled"] - comp["solutions"])
+    n = len(centres)
+    if n < max(2, min_centres):
+        return gain, float("nan")
+    reps = []
+    for left_out in centres:
+        r = complementarity(pools, record, y, method, [c for c in centres if c != left_out])
+        reps.append(r["pooled"] - r["solutions"])
+    reps = np.array(reps, float)
+    return gain, float(np.sqrt((n - 1) / n * ((reps - reps.mean()) ** 2).sum()))
+
+
 def curve_jackknife(logits: torch.Tensor, y: torch.Tensor, statistic, draws: int = 20, seed: int = 0):
     """A statistic of the accuracy-vs-size curve of a pool and its leave-one-member-out jackknife SE.
 
@@ -599,6 +652,13 @@ def curve_jackknife(logits: torch.Tensor, y: torch.Tensor, statistic, draws: int
     reps = np.array([statistic(ensemble_accuracy_curve(torch.cat([logits[:i], logits[i + 1:]]), y, draws=draws,
                                                        seed=seed)) for i in range(m)], float)
     return estimate, float(np.sqrt((m - 1) / m * ((reps - reps.mean()) ** 2).sum()))
+
+
+def curve_rise(curve: pd.DataFrame) -> float:
+    """Accuracy (fraction) of the largest ensemble of an `ensemble_accuracy_curve` minus that of the
+    smallest (size 1 for a full curve): what ensembling adds."""
+    c = curve.sort_values("size")
+    return float(c.accuracy.iloc[-1] - c.accuracy.iloc[0])
 
 
 def curve_slowdown(curve: pd.DataFrame) -> float:

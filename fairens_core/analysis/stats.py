@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def mean_se(values) -> tuple[float, float, int]:
-    """(mean, standard error of the mean, count) of the finite values; the SE is NaN below two
-    values (a 2-SE pass rule on it is then not testable), the mean NaN with none."""
+def mean_se(values, min_count: int = 2) -> tuple[float, float, int]:
+    """(mean, standard error of the mean, count) of the finite values; the SE is NaN below
+    ``min_count`` values (at least two; a 2-SE pass rule on it is then not testable), the mean NaN
+    with none."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if len(v) == 0:
         return float("nan"), float("nan"), 0
-    se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+    se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) >= max(2, min_count) else float("nan")
     return float(v.mean()), se, len(v)

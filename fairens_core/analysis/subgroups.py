@@ -18,9 +18,11 @@ import pandas as pd
 import torch
 
 from .. import metrics as M
+from ..claims import exceeds
 from ..randomness import parse_vary
 from ..runner import run
 from .fairness import subgroup_table
+from .stats import mean_se
 
 # Ko et al. (2023) §4.2 names of the ablations: which sources of randomness differ between members.
 ABLATIONS = {
@@ -168,6 +170,55 @@ def minority_vs_majority(frame: pd.DataFrame, minority: str | None = None, major
                      "minority_points": wide["points"]["minority"].mean(),
                      "majority_points": wide["points"]["majority"].mean()})
     return pd.DataFrame(rows)
+
+
+def describe_gap(gap: pd.Series) -> str:
+    """One `minority_vs_majority` row as text: each role's relative gain over the average member in %
+    ("Female +1.04% vs Male +0.33%"), then the gap between them in points of % ± its SE and the
+    number of repeats."""
+    return (f"{gap.minority} {100 * (gap.minority_gain - 1):+.2f}% vs {gap.majority} "
+            f"{100 * (gap.majority_gain - 1):+.2f}% "
+            f"(gap {100 * gap.gap:+.2f} ± {100 * gap.gap_se:.2f} SE, {int(gap.repeats)} repeats)")
+
+
+def minority_gains_more(gap: pd.Series, min_repeats: int = 3) -> bool | None:
+    """The pass rule of "the minority gains more" on one `minority_vs_majority` row: the gap exceeds
+    two standard errors over the repeats; None (not testable) below ``min_repeats`` repeats or on an
+    undefined gap."""
+    return exceeds(gap.gap, gap.gap_se) if gap.repeats >= min_repeats else None
+
+
+def same_members(frame: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether ablations ``a`` and ``b`` of an `ablation_table` frame trained the same members (the
+    same effective sources of randomness, e.g. "All" without augmentation is "Init&BatchOrder");
+    False when either is missing."""
+    sources = frame.groupby("ablation")["sources"].first()
+    return a in sources.index and b in sources.index and sources[a] == sources[b]
+
+
+def churn_ratio(frame: pd.DataFrame, a: str, b: str, subgroup: str = "all") -> tuple[float, float, int]:
+    """Churn of ablation ``a`` divided by that of ablation ``b`` on ``subgroup``, paired by seed:
+    (mean, standard error, count) over the seeds of an `ablation_table` frame (a ratio, 1: equally
+    diverse members)."""
+    churn = frame[frame["subgroup"] == subgroup].pivot(index="seed", columns="ablation", values="churn")
+    return mean_se(churn[a] / churn[b])
+
+
+def minority_gain_difference(frame: pd.DataFrame, a: str, b: str, minority: str | None = None,
+                             majority: str | None = None) -> tuple[float, float, int]:
+    """The minority's relative gain (ensemble / average member) under ablation ``a`` minus under
+    ablation ``b``, paired by seed, in points of %: (mean, standard error, count) over the seeds.
+    Subgroups chosen as in `gain_by_role`."""
+    roles = gain_by_role(frame, minority, majority)
+    gain = roles[roles["role"] == "minority"].pivot(index="seed", columns="ablation", values="gain")
+    return mean_se(100 * (gain[a] - gain[b]))
+
+
+def ensemble_minus_base(frame: pd.DataFrame, subgroup: str = "all") -> tuple[float, float, int]:
+    """Ensemble accuracy minus average-member accuracy on ``subgroup``, in points: (mean, standard
+    error, count) over the rows (ablations and seeds) of an `ablation_table` / `repeat_table` frame."""
+    rows = frame[frame["subgroup"] == subgroup]
+    return mean_se(100 * (rows["ensemble"] - rows["base"]))
 
 
 def paper_table(summary: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
