@@ -23,7 +23,7 @@ from .schema import Spec
 # that alters what a config trains (or how a record is laid out) retires the old records.
 FORMAT_VERSION = 2  # 2: learner dropout scales the ensemble term by the kept members (objectives.augmented_loss)
 # Version of what a spawned run (spawn_step set) records, in those runs' keys only.
-SPAWN_PROTOCOL = 2  # 2: children are evaluated at their fork and at whole epochs after it (train.plan_phases)
+SPAWN_PROTOCOL = 2  # 2: children are evaluated at their fork and at whole epochs after it (train.evaluation_steps)
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine", "triangular")

@@ -14,13 +14,18 @@ import torch
 import torch.nn.functional as F
 
 
-def member_losses(outputs: torch.Tensor, y: torch.Tensor, task: str, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Per-member mean loss. outputs (M, B, C), y (M, B) -> (M,)."""
+def example_losses(outputs: torch.Tensor, y: torch.Tensor, task: str, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Every member's loss on every example. outputs (M, B, C), y (M, B) -> (M, B)."""
     M, B = outputs.shape[:2]
     if task == "regression":
-        return ((outputs[..., 0] - y) ** 2).mean(1)
+        return (outputs[..., 0] - y) ** 2
     ce = F.cross_entropy(outputs.flatten(0, 1), y.flatten(), label_smoothing=label_smoothing, reduction="none")
-    return ce.view(M, B).mean(1)
+    return ce.view(M, B)
+
+
+def member_losses(outputs: torch.Tensor, y: torch.Tensor, task: str, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Per-member mean loss. outputs (M, B, C), y (M, B) -> (M,)."""
+    return example_losses(outputs, y, task, label_smoothing).mean(1)
 
 
 def ensemble_loss(outputs: torch.Tensor, y: torch.Tensor, task: str, combine: str = "prob",
@@ -68,19 +73,16 @@ def per_example_dropout_loss(outputs: torch.Tensor, y: torch.Tensor, beta: float
     (1 - beta) * the mean loss of its kept members + beta * the loss of their combined prediction,
     averaged over the batch. keep (B, M) bool, at least one True per row. Dropped members add
     nothing for that example. Returns the loss and the per-member mean losses (M,), detached."""
-    M, B = outputs.shape[:2]
+    M = outputs.shape[0]
     mask = keep.T.to(outputs.dtype)  # (M, B)
     k = mask.sum(0)  # (B,) kept members per example
+    each = example_losses(outputs, y.expand(M, -1), task, label_smoothing)  # (M, B)
     if task == "regression":
-        each = (outputs[..., 0] - y) ** 2  # (M, B)
         combined = ((outputs[..., 0] * mask).sum(0) / k - y) ** 2
-    else:
-        each = F.cross_entropy(outputs.flatten(0, 1), y.repeat(M), label_smoothing=label_smoothing,
-                               reduction="none").view(M, B)
-        if combine == "score":
-            combined = F.cross_entropy((outputs * mask[..., None]).sum(0) / k[:, None], y, reduction="none")
-        else:  # log of the kept members' mean probability; a dropped member's log-probability is -inf
-            log_p = F.log_softmax(outputs, -1).masked_fill(~keep.T[..., None], float("-inf"))
-            combined = -(torch.logsumexp(log_p, 0) - k.log()[:, None]).gather(1, y[:, None])[:, 0]
+    elif combine == "score":
+        combined = F.cross_entropy((outputs * mask[..., None]).sum(0) / k[:, None], y, reduction="none")
+    else:  # log of the kept members' mean probability; a dropped member's log-probability is -inf
+        log_p = F.log_softmax(outputs, -1).masked_fill(~keep.T[..., None], float("-inf"))
+        combined = -(torch.logsumexp(log_p, 0) - k.log()[:, None]).gather(1, y[:, None])[:, 0]
     per_example = (1 - beta) * (each * mask).sum(0) / k + beta * combined
     return M * per_example.mean(), each.detach().mean(1)

@@ -31,6 +31,7 @@ from ..config import TrainConfig
 from ..models import build_model
 from ..records import RunRecord
 from ..runner import run_available
+from .stats import jackknife_se
 
 AGGREGATIONS = ("arithmetic", "geometric")
 _AGGREGATE = {"arithmetic": M.mean_probs, "geometric": M.geometric_mean_probs}  # Kondratyuk et al. 2020, eq. 1
@@ -366,10 +367,7 @@ def jackknife(table: pd.DataFrame, replicates: Sequence[pd.DataFrame], statistic
     estimate = np.asarray(statistic(table), float)
     if len(replicates) < 3:
         return estimate, np.full_like(estimate, np.nan)
-    reps = np.stack([np.asarray(statistic(t), float) for t in replicates])
-    m = len(replicates)
-    se = np.sqrt((m - 1) / m * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
-    return estimate, se
+    return estimate, jackknife_se(np.stack([np.asarray(statistic(t), float) for t in replicates]))
 
 
 def single_steps(table: pd.DataFrame, aggregation: str = "geometric") -> np.ndarray:

@@ -105,7 +105,7 @@ def forgetting_after_spawn(records: Mapping[int, object], evaluations: int | Non
     after coupling".
 
     A spawned record is evaluated at its fork (t = 0: on the shared initial weights) and then
-    at whole epochs after it (`train.plan_phases`), so every window starts at the fork and
+    at whole epochs after it (`train.evaluation_steps`), so every window starts at the fork and
     counts whole epochs of the child's own training. Columns `start` and `end` give, in the
     child's steps after the fork, the first and the last evaluation counted.
 

@@ -634,8 +634,7 @@ def pooling_gain(pools: dict, record, y: torch.Tensor, method: str, centres,
     for left_out in centres:
         r = complementarity(pools, record, y, method, [c for c in centres if c != left_out])
         reps.append(r["pooled"] - r["solutions"])
-    reps = np.array(reps, float)
-    return gain, float(np.sqrt((n - 1) / n * ((reps - reps.mean()) ** 2).sum()))
+    return gain, float(stats.jackknife_se(reps))
 
 
 def curve_jackknife(logits: torch.Tensor, y: torch.Tensor, statistic, draws: int = 20, seed: int = 0):
@@ -651,7 +650,7 @@ def curve_jackknife(logits: torch.Tensor, y: torch.Tensor, statistic, draws: int
         return estimate, float("nan")
     reps = np.array([statistic(ensemble_accuracy_curve(torch.cat([logits[:i], logits[i + 1:]]), y, draws=draws,
                                                        seed=seed)) for i in range(m)], float)
-    return estimate, float(np.sqrt((m - 1) / m * ((reps - reps.mean()) ** 2).sum()))
+    return estimate, float(stats.jackknife_se(reps))
 
 
 def curve_rise(curve: pd.DataFrame) -> float:

@@ -1,4 +1,5 @@
-"""The one statistic every chapter's pass rules share: a mean over seeds and its standard error."""
+"""The statistics the chapters' pass rules share: a mean over seeds and its standard error, and the
+leave-one-out jackknife standard error."""
 
 from __future__ import annotations
 
@@ -15,3 +16,11 @@ def mean_se(values, min_count: int = 2) -> tuple[float, float, int]:
         return float("nan"), float("nan"), 0
     se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) >= max(2, min_count) else float("nan")
     return float(v.mean()), se, len(v)
+
+
+def jackknife_se(replicates) -> np.ndarray:
+    """Leave-one-out jackknife standard error, sqrt((m − 1)/m · Σ (θ_i − θ̄)²), of m replicates
+    stacked along axis 0 (θ_i: the statistic without item i); one SE per trailing element."""
+    reps = np.asarray(replicates, dtype=float)
+    m = len(reps)
+    return np.sqrt((m - 1) / m * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
