@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import multiprocessing
 import os
 import re
 import shutil
@@ -46,6 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -257,6 +260,42 @@ def _strip_run_metadata(nb) -> None:
             output.get("data", {}).pop(WIDGET_VIEW, None)
 
 
+@dataclass(frozen=True)
+class ChapterTask:
+    """One chapter to execute: `run_chapter`'s arguments, and the kernel's intra-op thread count
+    (None: torch's default) when chapters run side by side."""
+
+    source: Path
+    output: Path
+    parameters: dict
+    kernel: str
+    failed_dir: Path
+    prelude: Optional[str]
+    threads: Optional[int] = None
+
+
+def execute_task(task: ChapterTask) -> tuple[Optional[str], float]:
+    """(error tail or None, seconds) of one chapter; runs in a worker process when jobs > 1."""
+    if task.threads is not None:
+        # the kernel inherits this worker's environment: chapters side by side share the cores
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(task.threads)
+    t0 = time.monotonic()
+    if not task.source.exists():
+        return f"file not found: {task.source}", 0.0
+    error = run_chapter(task.source, task.parameters, kernel=task.kernel, failed_dir=task.failed_dir,
+                        output=task.output, prelude=task.prelude)
+    return error, time.monotonic() - t0
+
+
+def execute_tasks(tasks: Sequence[ChapterTask], jobs: int):
+    """(error, seconds) of every task, in order; `jobs` kernels at a time, each from its own process."""
+    if jobs == 1:
+        yield from map(execute_task, tasks)
+        return
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(execute_task, tasks)
+
+
 # -------------------------------------------------------------- the command
 
 
@@ -325,12 +364,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--book-root", type=Path, default=None,
                    help="folder with _config.yml and _toc.yml (default: nearest at or above cwd)")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="chapters executed side by side, each kernel with CPUs / N threads (default 1). "
+                        "Meant for re-executing with the records cached: a run trained with fewer threads "
+                        "can differ from the committed one in its last digits")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the book command; returns the process exit code."""
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be a positive number of chapters, got {args.jobs}")
     root = (args.book_root or find_root()).resolve()
     every = chapters(root)
     todo = select(every, args.chapters, root) if args.chapters else every
@@ -346,10 +392,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     failed = []
     if params:
         print("parameters: " + ", ".join(f"{k}={v!r}" for k, v in params.items()), flush=True)
-    for i, path in enumerate(todo, 1):
-        name = path.relative_to(root).with_suffix("").as_posix()
-        print(f"[{i}/{len(todo)}] {name} ...", end=" ", flush=True)
-        t0 = time.monotonic()
+    jobs = max(1, min(args.jobs, len(todo) or 1))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    tasks = []
+    for path in todo:
         # What the run writes: the staged copy, or (maintainer actions) the repository's files.
         if args.full:
             source, output = path, full_copy(root, path)
@@ -358,23 +404,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             source, output = path, path
         else:
             source = output = staging / path.relative_to(root)
-        if not source.exists():
-            error = f"file not found: {path}"
-        else:
-            error = run_chapter(source, params, kernel=args.kernel, failed_dir=root / FAILED_DIR, output=output,
-                                prelude=RECORDS_ONLY if args.full else None)
-        elapsed = time.monotonic() - t0
+        tasks.append(ChapterTask(source, output, params, args.kernel, root / FAILED_DIR,
+                                 RECORDS_ONLY if args.full else None, threads))
+    if jobs > 1:
+        print(f"executing {len(todo)} chapters, {jobs} at a time ({threads} thread(s) each)", flush=True)
+    for i, (path, (error, elapsed)) in enumerate(zip(todo, execute_tasks(tasks, jobs)), 1):
+        name = path.relative_to(root).with_suffix("").as_posix()
         if error is None and args.full:
-            mark_full_copy(root, path, output)
+            mark_full_copy(root, path, tasks[i - 1].output)
         if error is None:
-            rows = read_claims(output)
+            rows = read_claims(tasks[i - 1].output)
             verdict = caption(rows) if rows else "no claims table"
-            print(f"ok ({elapsed:.1f}s, {verdict})", flush=True)
+            print(f"[{i}/{len(todo)}] {name}: ok ({elapsed:.1f}s, {verdict})", flush=True)
         else:
             failed.append(name)
             partial = root / FAILED_DIR / path.name
             where = f"; partial run in {partial.relative_to(root).as_posix()}" if partial.exists() else ""
-            print(f"FAILED ({elapsed:.1f}s{where})", flush=True)
+            print(f"[{i}/{len(todo)}] {name}: FAILED ({elapsed:.1f}s{where})", flush=True)
             print("    " + error.replace("\n", "\n    "), flush=True)
     if todo:
         print(f"{len(todo) - len(failed)} of {len(todo)} chapters ok"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ast
 import io
+import json
 import sys
 import tokenize
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from .book import chapters, find_root
 
 TAG = "rerun-box"
 PARAMETERS_TAG = "parameters"
+COSTS_FILE = Path("benchmarks") / "chapter_costs.json"  # measured by benchmarks/chapter_costs.py
 
 # Descriptions of parameters that many chapters share, for lines without a comment.
 COMMON = {
@@ -90,6 +92,30 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("$", "\\$")
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def default_cost(name: str, root: Optional[Path]) -> str:
+    """A sentence on what the chapter's default run cost on a CPU, from `COSTS_FILE` under
+    ``root`` ("" when the file or the chapter is not there)."""
+    path = Path(root) / COSTS_FILE if root is not None else None
+    if path is None or not path.is_file():
+        return ""
+    measured = json.loads(path.read_text(encoding="utf-8"))
+    cost = measured["chapters"].get(name)
+    if cost is None:
+        return ""
+    cpus = f"{measured['cpus']} CPU core{'s' if measured['cpus'] != 1 else ''}"
+    train = cost["train_seconds"] + cost["estimated_seconds"]
+    parts = [f"training its {cost['runs']} run{'s' if cost['runs'] != 1 else ''} took "
+             f"{_minutes(train)}" if cost["runs"] else "it trains nothing"]
+    if cost.get("analysis_seconds") is not None:
+        parts.append(f"executing the chapter with every record cached {_minutes(cost['analysis_seconds'])}")
+    return (f"With the default parameters on {cpus} (measured {measured['date']}), " + ", and ".join(parts)
+            + "; runs that another chapter already trained are read from the cache.")
+
+
 def box(notebook_path, root: Optional[Path] = None, params: Optional[list[Parameter]] = None) -> str:
     """The box's Markdown for the notebook at ``notebook_path`` (relative to ``root`` in commands)."""
     import nbformat
@@ -103,6 +129,7 @@ def box(notebook_path, root: Optional[Path] = None, params: Optional[list[Parame
     names = [p.name for p in params]
     example = ["-p", "seed", "1"] if "seed" in names else ["-p", "profile", "smoke"] if "profile" in names else []
     ex = " ".join(example)
+    cost = default_cost(name, root)
     lines = [
         ":::{admonition} Re-run this chapter",
         ":class: dropdown tip",
@@ -124,7 +151,8 @@ def box(notebook_path, root: Optional[Path] = None, params: Optional[list[Parame
         "What a setting costs before running it: "
         f"`python -m fairens_core plan --profile default --chapters {name}{' ' + ex if ex else ''}` lists every "
         "run it would train, with its time (measured for a run in the cache, estimated from this CPU's "
-        "speed otherwise). In JupyterLab, the form in the chapter's last cell re-runs it with new values.",
+        "speed otherwise). In JupyterLab, the form in the chapter's last cell re-runs it with new values."
+        + (" " + cost if cost else ""),
         "",
         "| parameter | default | what it sets |",
         "|:--|:--|:--|",

@@ -242,3 +242,13 @@ def test_interior_minimum():
     assert out["first"]["se"] == pytest.approx(0.1 / np.sqrt(3))
     assert J.interior_minimum(err[err.beta.isin([0.0, 1.0])]) is None  # no intermediate β
     assert J.interior_minimum(err.assign(ERR=-err.ERR))["best"] == 0.8  # the lowest is among the inner β only
+
+
+def test_describe_move_and_its_rule():
+    d = {"diff": 0.108, "se": 0.012, "n": 3, "a_mean": 0.920, "b_mean": 0.812}
+    assert J.describe_move(d) == "-10.8 ± 1.2 pts (92.0 → 81.2 %)"
+    assert J.a_exceeds_b(d) is True  # a above b by 9 SE
+    assert J.a_exceeds_b({**d, "diff": 0.02}) is False
+    no_se = {**d, "se": float("nan")}
+    assert J.describe_move(no_se, scale=1, unit="", digits=3, percent=False) == "-0.108 (no seed-level SE) (0.920 → 0.812)"
+    assert J.a_exceeds_b(no_se) is None

@@ -151,6 +151,13 @@ def test_gain_by_role_picks_sizes_or_names():
     assert roles.set_index("role")["subgroup"].to_dict() == {"minority": "b", "majority": "a"}
     assert roles.set_index("role")["gain"].to_dict() == pytest.approx({"minority": 1.5, "majority": 1.0})
     assert S.gain_by_role(frame).set_index("role")["subgroup"]["majority"] == "a+b"  # pooled rows count
+    labelled = S.gain_by_role(frame, "b", "a", setting="Adult · ")
+    assert set(labelled["setting"]) == {"Adult · " + a for a in labelled["ablation"]}
+
+
+def test_relative_gain_text():
+    assert S.relative_gain_text(1.0104) == "+1.04 %"
+    assert S.relative_gain_text(0.9969) == "-0.31 %"
 
 
 def ablation_frame():

@@ -26,7 +26,7 @@ parts:
       - file: book/part/bad
 """
 GOOD = [
-    "print('x is', x)",
+    "import os\nprint('x is', x, '| threads:', os.environ.get('OMP_NUM_THREADS'))",
     "from fairens_core.claims import Claim, show_claims\n"
     "show_claims([Claim('x is positive', 'p', str(x), x > 0)])",
 ]
@@ -86,11 +86,14 @@ def test_parse_value(text, value):
 @pytest.mark.slow
 def test_failing_chapter_is_reported_and_others_run(tiny, capsys):
     before = sources(tiny)
-    rc = book.main(["--book-root", str(tiny), "--no-build", "-p", "x", "41"])
+    rc = book.main(["--book-root", str(tiny), "--no-build", "--jobs", "2", "-p", "x", "41"])
     out = capsys.readouterr().out
     assert rc != 0
-    assert "[1/2] book/part/good ... ok" in out and "Claims: 1 of 1 hold" in out
-    assert "[2/2] book/part/bad ... FAILED" in out
+    assert "2 at a time" in out  # side by side, each in its own kernel with its share of the cores
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert f"threads: {threads}" in stdout_of(tiny / "_build/executed/book/part/good.ipynb")
+    assert "[1/2] book/part/good: ok" in out and "Claims: 1 of 1 hold" in out
+    assert "[2/2] book/part/bad: FAILED" in out
     assert "boom from the bad chapter" in out
     assert "FAILED: book/part/bad" in out and "partial run in _build/failed/bad.ipynb" in out
     # the good chapter was executed in the build copy with the override...
@@ -101,6 +104,12 @@ def test_failing_chapter_is_reported_and_others_run(tiny, capsys):
     assert (tiny / "_build/failed/bad.ipynb").exists()
     assert sources(tiny) == before  # the book's own notebooks are untouched
     assert not (tiny / "_build/html").exists()  # --no-build
+
+
+def test_jobs_must_be_positive(tiny, capsys):
+    with pytest.raises(SystemExit):
+        book.main(["--book-root", str(tiny), "--no-build", "--jobs", "0"])
+    assert "--jobs must be a positive number" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fairens_core.metrics import accuracy, ensemble_size_curve, mean_probs
+import fairens_core.metrics.ensemble_size as es
+from fairens_core.metrics import accuracy, ensemble_size_curve, mean_ensemble_size_curve, mean_probs, subset_means
 
 
 def pool(members=6, n=30, classes=4, seed=0):
@@ -75,3 +76,33 @@ def test_invalid_sizes():
     probs, _ = pool(members=3)
     with pytest.raises(ValueError):
         ensemble_size_curve(lambda p: 0.0, probs, sizes=[4])
+
+
+def test_mean_curve_matches_the_per_draw_curve():
+    probs, labels = pool(members=9, n=50)
+    slow = ensemble_size_curve(lambda p: {"acc": accuracy(mean_probs(p), labels), "p0": float(mean_probs(p)[0, 0])},
+                               probs, sizes=[1, 3, 9], draws=40, seed=5)
+    fast = mean_ensemble_size_curve(lambda ens: {"acc": accuracy(ens, labels), "p0": ens[:, 0, 0]},
+                                    probs, sizes=[1, 3, 9], draws=40, seed=5)
+    for key in ("acc", "p0"):
+        for a, b in zip(slow[key].subsets, fast[key].subsets):
+            np.testing.assert_array_equal(a, b)  # the same draws
+        for a, b in zip(slow[key].values, fast[key].values):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_mean_curve_chunks_give_the_same_values(monkeypatch):
+    probs, labels = pool(members=8, n=40)
+    whole = mean_ensemble_size_curve(lambda ens: accuracy(ens, labels), probs, sizes=[2, 4], draws=30, seed=2)
+    monkeypatch.setattr(es, "MEAN_CHUNK_ELEMENTS", 7 * probs[0].numel())  # chunks of 7 draws
+    chunked = mean_ensemble_size_curve(lambda ens: accuracy(ens, labels), probs, sizes=[2, 4], draws=30, seed=2)
+    for a, b in zip(whole.values, chunked.values):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_subset_means_average_the_chosen_members():
+    probs, _ = pool(members=5, n=7)
+    subsets = np.array([[0, 3], [4, 1]])
+    means = subset_means(probs, subsets)
+    torch.testing.assert_close(means[0], (probs[0] + probs[3]) / 2)
+    torch.testing.assert_close(means[1], (probs[4] + probs[1]) / 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import nbformat
@@ -53,6 +54,26 @@ def test_box_for_a_synthetic_notebook(tmp_path):
     assert "group \\| size" in text  # a pipe in a comment does not break the table
     assert text.startswith(":::{admonition} Re-run this chapter\n:class: dropdown")
     assert not rerun_box.stale(path, tmp_path)
+
+
+def test_box_quotes_the_measured_default_cost(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"),
+                nbformat.v4.new_code_cell("seed = None", metadata={"tags": ["parameters"]})]
+    path = tmp_path / "demo.ipynb"
+    nbformat.write(nb, str(path))
+    assert "took" not in rerun_box.box(path, tmp_path)  # no measurements: no sentence
+    (tmp_path / rerun_box.COSTS_FILE).parent.mkdir(parents=True)
+    (tmp_path / rerun_box.COSTS_FILE).write_text(json.dumps({"date": "2026-12-05", "cpus": 2, "chapters": {
+        "demo": {"runs": 4, "train_seconds": 150.0, "estimated_seconds": 30.0, "analysis_seconds": 6.5}}}))
+    text = rerun_box.box(path, tmp_path)
+    assert ("With the default parameters on 2 CPU cores (measured 2026-12-05), training its 4 runs took 3 min, "
+            "and executing the chapter with every record cached 6 s") in text
+
+
+def test_every_chapter_quotes_its_cost():
+    costs = json.loads((ROOT / rerun_box.COSTS_FILE).read_text())["chapters"]
+    assert {c.stem for c in CHAPTERS} <= set(costs)
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.stem for c in CHAPTERS])

@@ -118,12 +118,13 @@ def severity_curves(probs_by: Probs, y: torch.Tensor, k: int, sizes: Sequence[in
     # All corrupted copies side by side, (M, len(keys) * N, C): one pass over the draws for all.
     stacked = torch.cat([probs_by[key] for key in keys], dim=1)
 
-    def metric(subset):
-        # predicted labels, (len(keys), N): one "model" per corrupted copy
-        labels = M.mean_probs(subset).view(len(keys), n, -1).argmax(-1)
-        return {(i, g): float(acc) for g, c in groups.items() for i, acc in enumerate(M.group_accuracy(labels, y, c))}
+    def metric(ens):
+        # predicted labels of every draw and corrupted copy, (draws * len(keys), N)
+        labels = ens.view(len(ens) * len(keys), n, -1).argmax(-1)
+        return {(i, g): M.group_accuracy(labels, y, c).view(len(ens), len(keys))[:, i]
+                for g, c in groups.items() for i in range(len(keys))}
 
-    curves = M.ensemble_size_curve(metric, stacked, sizes=sizes, draws=draws, seed=seed)
+    curves = M.mean_ensemble_size_curve(metric, stacked, sizes=sizes, draws=draws, seed=seed)
     rows = []
     for i, (name, severity) in enumerate(keys):
         single = single_model_accuracy(probs_by[(name, severity)], y, groups)

@@ -183,16 +183,10 @@ def accuracy_by_size(probs: torch.Tensor, y: torch.Tensor, sizes: Sequence[int] 
     # (eq. 1 normalised is softmax(mean log p)), so a subset needs only two means, not a fresh log
     stacked = torch.cat([probs, torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))], dim=-1)
 
-    def metric(subset):
-        p, logp = subset[..., :classes].mean(0), subset[..., classes:].mean(0)
-        return {"arithmetic": M.accuracy(p, y), "geometric": M.accuracy(logp, y)}
+    def metric(ens):
+        return {"arithmetic": M.accuracy(ens[..., :classes], y), "geometric": M.accuracy(ens[..., classes:], y)}
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # hundreds of small reductions: thread start-up costs more than it saves
-    try:
-        curves = M.ensemble_size_curve(metric, stacked, sizes=sizes, draws=draws, seed=seed)
-    finally:
-        torch.set_num_threads(threads)
+    curves = M.mean_ensemble_size_curve(metric, stacked, sizes=sizes, draws=draws, seed=seed)
     rows = [{"n": n, "aggregation": name, "accuracy": mean, "accuracy_std": std, "subsets": len(values)}
             for name, curve in curves.items()
             for n, mean, std, values in zip(curve.sizes, curve.mean, curve.std, curve.values)]

@@ -44,13 +44,21 @@ def gain_curves(probs: torch.Tensor, y: torch.Tensor, k: int, sizes=None, draws:
     columns size, group, accuracy, accuracy_std, gain, gain_std.
     """
     groups = class_groups(probs, y, k, reference)
-    single = single_model_accuracy(probs, y, groups)
+    curves = _group_curves(probs, y, groups, sizes, draws, seed)
+    return _gain_rows(curves, single_model_accuracy(probs, y, groups))
 
-    def metric(subset):
-        ens = M.mean_probs(subset)
-        return {g: M.group_accuracy(ens, y, c) for g, c in groups.items()}
 
-    curves = M.ensemble_size_curve(metric, probs, sizes=sizes, draws=draws, seed=seed)
+def _group_curves(probs: torch.Tensor, y: torch.Tensor, groups: dict, sizes, draws: int, seed: int) -> dict:
+    """{key: EnsembleSizeCurve} of the probability-averaged ensemble's accuracy on every group
+    {key: class indices or None}, all from the same draws."""
+    def metric(ens):
+        labels = ens.argmax(-1)
+        return {key: M.group_accuracy(labels, y, classes) for key, classes in groups.items()}
+
+    return M.mean_ensemble_size_curve(metric, probs, sizes=sizes, draws=draws, seed=seed)
+
+
+def _gain_rows(curves: dict, single: dict) -> pd.DataFrame:
     rows = []
     for g, curve in curves.items():
         for s, mean, std in zip(curve.sizes, curve.mean, curve.std):
@@ -112,7 +120,11 @@ def single_vs_ensemble(probs: torch.Tensor, y: torch.Tensor, k: int, reference: 
 
 def k_sweep(probs: torch.Tensor, y: torch.Tensor, ks, sizes=None, draws: int = 100, seed: int = 0) -> pd.DataFrame:
     """`gain_curves` for several K, stacked with a column k (Ko et al. 2023, Fig. 9, 12)."""
-    frames = [gain_curves(probs, y, k, sizes, draws, seed).assign(k=k) for k in ks]
+    by_k = {k: class_groups(probs, y, k) for k in ks}
+    curves = _group_curves(probs, y, {(k, g): c for k, groups in by_k.items() for g, c in groups.items()},
+                           sizes, draws, seed)  # one pass over the draws for every K
+    frames = [_gain_rows({g: curves[(k, g)] for g in groups}, single_model_accuracy(probs, y, groups)).assign(k=k)
+              for k, groups in by_k.items()]
     return pd.concat(frames, ignore_index=True)
 
 

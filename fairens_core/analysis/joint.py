@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from .. import metrics as M
+from ..claims import exceeds
 from ..metrics import diversity as D
 from ..runner import run
 
@@ -260,6 +261,20 @@ def paired_difference(table: pd.DataFrame, metric: str, a, b, key: str = "beta",
     return {"diff": float(d.mean()) if n else float("nan"), "se": se, "n": n,
             "a_mean": float(pair[a].mean()) if n else float("nan"),
             "b_mean": float(pair[b].mean()) if n else float("nan")}
+
+
+def describe_move(d: dict, scale: float = 100, unit: str = " pts", digits: int = 1, percent: bool = True) -> str:
+    """"−10.8 ± 1.2 pts (92.0 → 81.2 %)": a `paired_difference` read as the move from condition a
+    to condition b (b minus a), ± one SE over seeds, with the two conditions' means."""
+    se = f" ± {scale * d['se']:.{digits}f}" if np.isfinite(d["se"]) else " (no seed-level SE)"
+    ends = f"{scale * d['a_mean']:.{digits}f} → {scale * d['b_mean']:.{digits}f}" + (" %" if percent else "")
+    return f"{-scale * d['diff']:+.{digits}f}{se}{unit} ({ends})"
+
+
+def a_exceeds_b(d: dict) -> bool | None:
+    """Pass rule on a `paired_difference`: condition a above condition b by more than 2 SE over
+    seeds; None (not testable) when that SE is missing."""
+    return exceeds(d["diff"], d["se"])
 
 
 def closest_rival(table: pd.DataFrame, metric: str, target, key: str = "beta", lowest: bool = True):

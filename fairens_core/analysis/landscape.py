@@ -376,8 +376,7 @@ def ensemble_accuracy_curve(logits: torch.Tensor, y: torch.Tensor, sizes=None, d
         Columns size, accuracy (mean over draws), accuracy_std, plus `labels`.
     """
     probs = torch.as_tensor(logits).float().softmax(-1)
-    curve = M.ensemble_size_curve(lambda p: M.accuracy(M.mean_probs(p), y), probs, sizes=sizes, draws=draws,
-                                  seed=seed)
+    curve = M.mean_ensemble_size_curve(lambda ens: M.accuracy(ens, y), probs, sizes=sizes, draws=draws, seed=seed)
     return pd.DataFrame({"size": curve.sizes, "accuracy": curve.mean, "accuracy_std": curve.std, **labels})
 
 

@@ -134,14 +134,14 @@ def top_bottom_gap_curves(records: Mapping, k: int, sizes=None, draws: int = 100
     top, bottom = groups["top-k"], groups["bottom-k"]
     y = _labels(records)
 
-    def metric(subset):
-        ens = M.mean_probs(subset)
-        t, b = M.group_accuracy(ens, y, top), M.group_accuracy(ens, y, bottom)
+    def metric(ens):
+        labels = ens.argmax(-1)
+        t, b = M.group_accuracy(labels, y, top), M.group_accuracy(labels, y, bottom)
         return {"top": 100 * t, "bottom": 100 * b, "gap": 100 * (t - b)}
 
     frames = []
     for source, record in records.items():
-        curves = M.ensemble_size_curve(metric, record.probs(), sizes=sizes, draws=draws, seed=seed)
+        curves = M.mean_ensemble_size_curve(metric, record.probs(), sizes=sizes, draws=draws, seed=seed)
         frames.append(pd.DataFrame({
             "source": source, "size": curves["gap"].sizes,
             "top": curves["top"].mean, "bottom": curves["bottom"].mean,

@@ -129,14 +129,15 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def gain_by_role(frame: pd.DataFrame, minority: str | None = None, majority: str | None = None) -> pd.DataFrame:
+def gain_by_role(frame: pd.DataFrame, minority: str | None = None, majority: str | None = None,
+                 setting: str = "") -> pd.DataFrame:
     """The rows of one minority and one majority subgroup of every ablation and repeat.
 
     `frame` is an `ablation_table` / `repeat_table` frame. By default the minority is the
     subgroup with the fewest examples and the majority the one with the most ("all" is
     excluded, pooled rows are not: name them when you mean e.g. "Nonwhite" vs "White").
     Columns: ablation, seed, role ("minority" / "majority"), subgroup, n, base, ensemble,
-    gain, churn.
+    gain, churn, and setting (`setting` followed by the ablation's name: a chart's label).
     """
     parts = []
     for ablation, f in frame[frame["subgroup"] != "all"].groupby("ablation", sort=False):
@@ -144,7 +145,13 @@ def gain_by_role(frame: pd.DataFrame, minority: str | None = None, majority: str
         for role, name in (("minority", minority or sizes.idxmin()), ("majority", majority or sizes.idxmax())):
             parts.append(f[f["subgroup"] == name].assign(role=role))
     columns = ["ablation", "seed", "role", "subgroup", "n", "base", "ensemble", "gain", "churn"]
-    return pd.concat(parts, ignore_index=True)[columns]
+    rows = pd.concat(parts, ignore_index=True)[columns]
+    return rows.assign(setting=setting + rows["ablation"])
+
+
+def relative_gain_text(gain: float) -> str:
+    """A relative gain (ensemble / average member) as the percent change it means: 1.0104 → "+1.04 %"."""
+    return f"{100 * (gain - 1):+.2f} %"
 
 
 def minority_vs_majority(frame: pd.DataFrame, minority: str | None = None, majority: str | None = None) -> pd.DataFrame:

@@ -45,7 +45,7 @@ from .diversity import (
     score_average_diversity,
     second_order_diversity,
 )
-from .ensemble_size import EnsembleSizeCurve, ensemble_size_curve
+from .ensemble_size import EnsembleSizeCurve, ensemble_size_curve, mean_ensemble_size_curve, subset_means
 from .forgetting import cumulative_forgetting, forgetting_events, forgetting_events_per_epoch
 from .groups import (
     accuracy,
@@ -80,7 +80,7 @@ __all__ = [
     "accuracy", "per_class_accuracy", "top_k_classes", "bottom_k_classes", "class_mask",
     "group_accuracy", "subgroup_accuracy", "relative_gain",
     # ensemble size
-    "EnsembleSizeCurve", "ensemble_size_curve",
+    "EnsembleSizeCurve", "ensemble_size_curve", "mean_ensemble_size_curve", "subset_means",
     # churn
     "churn", "mean_pairwise_churn", "pearson_r",
     # randomness

@@ -52,6 +52,19 @@ def _subsets_of_size(
     return np.stack([torch.randperm(pool_size, generator=generator)[:size].numpy() for _ in range(draws)])
 
 
+def drawn_subsets(pool_size: int, sizes: Sequence[int] | None = None, draws: int = 100,
+                  seed: SeedLike = 0) -> tuple[list[int], list[np.ndarray]]:
+    """(sizes, member indices of every draw: one (draws, S) array per size), App. A.1 protocol.
+
+    One generator serves the sizes in the order given, so a seed gives the same draws to every
+    curve computed from it."""
+    sizes = list(range(1, pool_size + 1)) if sizes is None else [int(s) for s in sizes]
+    if any(not 1 <= s <= pool_size for s in sizes):
+        raise ValueError(f"sizes must lie in [1, {pool_size}], got {sizes}")
+    generator = make_generator(seed)
+    return sizes, [_subsets_of_size(pool_size, size, draws, generator) for size in sizes]
+
+
 def ensemble_size_curve(
     metric_fn: Callable[[torch.Tensor], float | Mapping[str, float]],
     member_preds: ArrayLike,
@@ -65,7 +78,8 @@ def ensemble_size_curve(
         metric_fn: maps a (S, N, C) subset of the members (same layout as
             ``member_preds``) to a float, or to a dict of floats to get one curve
             per key, e.g. ``lambda p: {"top": group_accuracy(mean_probs(p), y, top),
-            "bottom": group_accuracy(mean_probs(p), y, bottom)}``.
+            "bottom": group_accuracy(mean_probs(p), y, bottom)}``. For a metric of the
+            members' average, `mean_ensemble_size_curve` evaluates all draws at once.
         member_preds: (M, N, C) predictions of the pool of M members (any tensor
             with members first works: probabilities, logits, labels).
         sizes: ensemble sizes to evaluate; default 1..M.
@@ -77,23 +91,63 @@ def ensemble_size_curve(
         ``metric_fn`` returns dicts.
     """
     member_preds = as_tensor(member_preds)
-    pool_size = member_preds.shape[0]
-    sizes = list(range(1, pool_size + 1)) if sizes is None else [int(s) for s in sizes]
-    if any(not 1 <= s <= pool_size for s in sizes):
-        raise ValueError(f"sizes must lie in [1, {pool_size}], got {sizes}")
-    generator = make_generator(seed)
-
-    subsets, results = [], []  # results[i][d] = metric value (or dict) of draw d at size i
-    for size in sizes:
-        chosen = _subsets_of_size(pool_size, size, draws, generator)
+    sizes, subsets = drawn_subsets(member_preds.shape[0], sizes, draws, seed)
+    results = []  # results[i][d] = metric value (or dict) of draw d at size i
+    for chosen in subsets:
         index = torch.as_tensor(chosen, device=member_preds.device)
-        subsets.append(chosen)
         results.append([metric_fn(member_preds.index_select(0, idx)) for idx in index])
 
     if isinstance(results[0][0], Mapping):
         keys = list(results[0][0].keys())
         return {key: _curve(sizes, [[r[key] for r in draws_] for draws_ in results], subsets) for key in keys}
     return _curve(sizes, results, subsets)
+
+
+def subset_means(member_preds: ArrayLike, subsets: np.ndarray) -> torch.Tensor:
+    """(D, N, C) average of the members of each of D subsets ((D, S) member indices), in one
+    matrix product: row d of the (D, M) weights holds 1/S at the members of subset d."""
+    member_preds = as_tensor(member_preds)
+    index = torch.as_tensor(subsets, device=member_preds.device)
+    weights = torch.zeros(index.shape[0], member_preds.shape[0], dtype=member_preds.dtype,
+                          device=member_preds.device)
+    weights.scatter_(1, index, 1.0 / index.shape[1])
+    flat = member_preds.reshape(member_preds.shape[0], -1)
+    return (weights @ flat).reshape(index.shape[0], *member_preds.shape[1:])
+
+
+MEAN_CHUNK_ELEMENTS = 1 << 24  # subset averages held at once (64 MB of float32)
+
+
+def mean_ensemble_size_curve(
+    metric_fn: Callable[[torch.Tensor], torch.Tensor | Mapping[str, torch.Tensor]],
+    member_preds: ArrayLike,
+    sizes: Sequence[int] | None = None,
+    draws: int = 100,
+    seed: SeedLike = 0,
+) -> EnsembleSizeCurve | dict[str, EnsembleSizeCurve]:
+    """`ensemble_size_curve` for a metric of the members' average, vectorised over the draws.
+
+    ``metric_fn`` maps the (D, N, C) averages of D drawn subsets (`subset_means`) to (D,)
+    values, or to a dict of them; e.g. ``lambda ens: accuracy(ens, y)`` for the accuracy of
+    probability averaging. Same draws as `ensemble_size_curve` with the same seed, and the
+    same values up to float rounding of the average. Draws are evaluated in chunks of at most
+    `MEAN_CHUNK_ELEMENTS` averaged numbers.
+    """
+    member_preds = as_tensor(member_preds)
+    sizes, subsets = drawn_subsets(member_preds.shape[0], sizes, draws, seed)
+    per_draw = max(1, member_preds[0].numel())
+    chunk = max(1, MEAN_CHUNK_ELEMENTS // per_draw)
+    results = []  # results[i] = (D,) values, or {key: (D,) values}, at size i
+    for chosen in subsets:
+        parts = [metric_fn(subset_means(member_preds, chosen[start:start + chunk]))
+                 for start in range(0, len(chosen), chunk)]
+        if isinstance(parts[0], Mapping):
+            results.append({key: torch.cat([torch.as_tensor(p[key]).reshape(-1) for p in parts]) for key in parts[0]})
+        else:
+            results.append(torch.cat([torch.as_tensor(p).reshape(-1) for p in parts]))
+    if isinstance(results[0], Mapping):
+        return {key: _curve(sizes, [r[key].tolist() for r in results], subsets) for key in results[0]}
+    return _curve(sizes, [r.tolist() for r in results], subsets)
 
 
 def _curve(sizes: list[int], results: list[list[float]], subsets: list[np.ndarray]) -> EnsembleSizeCurve:

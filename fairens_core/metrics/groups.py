@@ -169,8 +169,11 @@ def subgroup_accuracy(preds: ArrayLike, labels: ArrayLike, groups: ArrayLike) ->
     correct = _correct(preds, labels).double()
     if correct.ndim != 1:
         raise ValueError("subgroup_accuracy takes the predictions of a single model")
-    groups = as_tensor(groups).to(correct.device)
-    return {g.item(): float(correct[groups == g].mean()) for g in torch.unique(groups)}
+    codes, index = torch.unique(as_tensor(groups).to(correct.device), return_inverse=True)
+    # sums of 0/1 are exact in float64, so this equals each group's mean to the last bit
+    right = torch.bincount(index, weights=correct, minlength=len(codes))
+    counts = torch.bincount(index, minlength=len(codes))
+    return {g: float(r / n) for g, r, n in zip(codes.tolist(), right.tolist(), counts.tolist())}
 
 
 def relative_gain(ensemble_value, single_value):
