@@ -49,7 +49,8 @@ def chapter_costs(entries: list[dict], rebuild: dict) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rebuild", type=Path, required=True, help="a book_rebuild.py JSON (warm re-execution times)")
-    p.add_argument("--chapters", nargs="+", metavar="NAME", help="default: every chapter in _toc.yml")
+    p.add_argument("--chapters", nargs="+", metavar="NAME",
+                   help="default: every chapter in _toc.yml; with NAMEs, the others keep their figures in --json")
     p.add_argument("--json", type=Path, default=Path("benchmarks/chapter_costs.json"), help="write the figures here")
     args = p.parse_args(argv)
     names = args.chapters or [path.stem for path in chapters(find_root())]
@@ -61,6 +62,9 @@ def main(argv=None) -> int:
                             "--plan", str(plan)], check=True, stdout=subprocess.DEVNULL)
             entries += read_plan(plan) if plan.exists() else []
     costs = chapter_costs(entries, json.loads(args.rebuild.read_text()))
+    if args.chapters and args.json.exists():  # refresh only these chapters of an earlier measurement
+        earlier = json.loads(args.json.read_text())["chapters"]
+        costs = dict(sorted({**earlier, **{name: costs[name] for name in names}}.items()))
     for chapter, c in costs.items():
         estimated = f" (+{c['estimated_seconds']:.0f} s estimated)" if c["estimated_seconds"] else ""
         print(f"{chapter:<24} {c['runs']:>3} runs  training {c['train_seconds'] / 60:6.1f} min{estimated}"

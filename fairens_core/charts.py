@@ -358,6 +358,10 @@ def live_widget(widget, note: str = "This control needs a live Python kernel: "
                 "open the notebook in JupyterLab to use it.") -> None:
     """Display an ipywidget in JupyterLab, and ``note`` in the static book.
 
+    Build it from controls whose callbacks rewrite other widgets (an HTML text, a chart's data),
+    not from `ipywidgets.interactive`: its Output widget, printed into while the cell executes,
+    can stall a notebook run under papermill / nbclient for good.
+
     The output carries the widget view plus a ``text/html`` note; the book is
     configured (``nb_mime_priority_overrides`` in ``_config.yml``) to drop the
     widget view, whose callbacks could not run there anyway.

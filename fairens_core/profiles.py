@@ -64,21 +64,23 @@ CHAPTERS: dict[str, dict[str, dict]] = {
                                             ["small_cnn", 1, 10]]),
     },
     # Part I ch. 2: 10 MLPs on synthetic data with a 10% minority (a 50% test split leaves 500
-    # minority test examples), every ablation x 3 seeds (~3 s each on a CPU); Adult: the standard
-    # ensemble only (Init&BatchOrder = All without augmentation), 3 short epochs; depth-10 trees.
+    # minority test examples), every ablation x 3 seeds (~3 s each on a CPU); Adult: the ablations of
+    # the paper's Table 2 (All = Init&BatchOrder without augmentation), 3 short epochs; depth-10 trees;
+    # BatchOrder and Init again at a quarter and four times the peak learning rate (12 runs, ~2 min).
     "minority_groups": {
         "default": dict(
             train=dict(dataset="synthetic", dataset_options={"n_samples": 10000, "test_fraction": 0.5},
                        model="mlp", members=10, epochs=8, batch_size=256),
             attribute="group", label=None, ablations=["batch_order", "init", "init+batch_order", "all"],
             repeats=3, adult_train=dict(model="mlp", epochs=3, batch_size=512, warmup_epochs=1),
-            adult_ablations=["init+batch_order"], tree_depth=10),
+            adult_ablations=["batch_order", "init", "init+batch_order", "all"], tree_depth=10,
+            lr_factors=[0.25, 1, 4]),
         "smoke": dict(
             train=dict(dataset="synthetic", dataset_options={"n_samples": 2000, "test_fraction": 0.5},
                        model="mlp", members=4, epochs=2, batch_size=256),
             attribute="group", label=None, ablations=["batch_order", "init", "init+batch_order", "all"],
             repeats=2, adult_train=dict(model="mlp", epochs=1, batch_size=1024),
-            adult_ablations=["init+batch_order"], tree_depth=6),
+            adult_ablations=["init+batch_order"], tree_depth=6, lr_factors=[1, 4]),
         # Paper scale (GPU): CelebA blond vs not, the protected subgroup blond males (§3.1), 20
         # ResNet-18s with crop/flip (so All and DA differ from Init&BatchOrder); Adult ablations.
         "full": dict(
@@ -88,7 +90,8 @@ CHAPTERS: dict[str, dict[str, dict]] = {
             ablations=["batch_order", "init", "augmentation", "init+batch_order", "all"], repeats=3,
             adult_train=dict(model="mlp", augment=(), precision="fp32", label_smoothing=0.0, epochs=20,
                              batch_size=512, lr=0.1, warmup_epochs=2),
-            adult_ablations=["batch_order", "init", "init+batch_order", "all"], tree_depth=10),
+            adult_ablations=["batch_order", "init", "init+batch_order", "all"], tree_depth=10,
+            lr_factors=[0.25, 1, 4]),
     },
     # Part II ch. 2: no training of its own (it reuses the ensembles of chapters diversity and
     # bottom_k); knobs of the L_beta grid, the free-prediction descent and the GAT check.
@@ -273,10 +276,12 @@ CHAPTERS: dict[str, dict[str, dict]] = {
                       hardest=20),
         "full": dict(train=dict(PART4_FULL_TRAIN), runs=3, hardest=100),
     },
+    # difficulty_sizes: mnist1d's n_samples for the map of gains over task difficulty (one pool each;
+    # the default's own 4,000 among them); the full profile's CIFAR data has no such knob.
     "bottom_k": {
-        "default": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100),
-        "smoke": dict(K=2, ks=[1, 2], draws=10),
-        "full": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100),
+        "default": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100, difficulty_sizes=[2000, 4000, 10000]),
+        "smoke": dict(K=2, ks=[1, 2], draws=10, difficulty_sizes=[1000, 1500]),
+        "full": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100, difficulty_sizes=None),
     },
 }
 
@@ -356,7 +361,8 @@ KNOB_SPECS: dict[str, dict[str, Spec]] = {
         SPECS["model"], SPECS["width"], Spec("int", low=2, optional=True))))),
     "minority_groups": dict(attribute=Spec("str", note="(a protected attribute of the dataset)"),
                             label=Spec("int", low=0, optional=True), ablations=_ABLATIONS, repeats=_COUNT,
-                            adult_train=_OVERRIDES, adult_ablations=_ABLATIONS, tree_depth=_COUNT),
+                            adult_train=_OVERRIDES, adult_ablations=_ABLATIONS, tree_depth=_COUNT,
+                            lr_factors=_POSITIVES),
     "augmented_objective": dict(betas=_BETAS, descent_betas=_BETAS, steps=_COUNT, lr=_POSITIVE, alphas=_POSITIVES,
                                 sizes=Spec("list", item=Spec("int", low=2), min_items=1)),
     "randomness": dict(K=_CLASS_K, draws=_COUNT),
@@ -386,7 +392,9 @@ KNOB_SPECS: dict[str, dict[str, Spec]] = {
                                 samples=_COUNT_OR_ZERO, sample_scale=_POSITIVE,
                                 perplexity=Spec("float", low=0, low_open=True, optional=True)),
     "hardness": dict(runs=Spec("int", low=2, note="(at most members)"), hardest=_COUNT),
-    "bottom_k": dict(K=_CLASS_K, ks=Spec("list", item=_CLASS_K, min_items=1), draws=_COUNT),
+    "bottom_k": dict(K=_CLASS_K, ks=Spec("list", item=_CLASS_K, min_items=1), draws=_COUNT,
+                     difficulty_sizes=Spec("list", item=Spec("int", low=100), min_items=1, optional=True,
+                                           note="(mnist1d's n_samples, one pool each; None: no map)")),
     "coupling": dict(_PART3_SPECS, draws=_COUNT),
     "function_space": dict(_PART3_SPECS, parents=Spec("int", low=2)),
     "forgetting": dict(_PART3_SPECS, forgetting_train=_OVERRIDES),

@@ -80,6 +80,16 @@ def test_pool_gains_in_three_units_by_hand(pool):
     assert gains.loc["top-k", "fixed"] != gains.loc["top-k", "fixed"]  # class 0 has no error: undefined (NaN)
 
 
+def test_gains_by_setting_stacks_each_pool_on_its_own_test_set(pool):
+    probs, y = pool
+    table = fairness.gains_by_setting({1000: (probs, y), 2000: (probs[:2, :4], y[:4])}, k=1)
+    assert list(table["setting"].unique()) == [1000, 2000]
+    first = table[table.setting == 1000].set_index("group")
+    assert first.loc["all", "points"] == pytest.approx(fairness.pool_gains(probs, y, 1).loc["all", "points"])
+    second = table[table.setting == 2000].set_index("group")
+    assert second.loc["all", "single"] == pytest.approx(100 * 6 / 8)  # members 3/4 and 3/4 on the first 4 examples
+
+
 def test_gains_are_nan_not_inf_when_the_single_model_never_wins(recwarn):
     y = torch.tensor([0, 1])
     probs = torch.stack([_one_hot([0, 0], 2), _one_hot([0, 0], 2)])  # nobody ever predicts class 1

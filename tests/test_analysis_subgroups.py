@@ -213,3 +213,32 @@ def test_describe_gap_and_minority_gains_more():
     assert S.minority_gains_more(gap.copy().replace({0.0023: 0.004})) is False
     assert S.minority_gains_more(gap.copy().replace({3: 2})) is None  # two repeats: not testable
     assert S.minority_gains_more(gap.copy().replace({0.0023: float("nan")})) is None
+
+
+def adult_summary():
+    """A `summarize`-like frame: two ablations, rows "all examples" and Female."""
+    return pd.DataFrame({"ablation": ["Init", "Init", "All", "All"],
+                         "subgroup": ["all examples", "Female", "all examples", "Female"], "n": [10, 4, 10, 4],
+                         "base": [80.0, 28.0, 80.2, 28.2], "base_std": [0.1] * 4,
+                         "ensemble": [80.5, 29.0, 80.7, 29.3], "ensemble_std": [0.2, 0.3, 0.2, 0.4],
+                         "points": [0.5, 1.0, 0.5, 1.1]})
+
+
+def test_ablation_columns_is_laid_out_like_table_2():
+    table = S.ablation_columns(adult_summary())
+    assert list(table.columns) == ["n", "average member", "Init", "All"]
+    assert table.loc["Female"].tolist() == [4, "28.10", "29.00 ± 0.30", "29.30 ± 0.40"]
+
+
+def test_points_against_paper_quotes_table_2_in_points():
+    table = S.points_against_paper(adult_summary())
+    assert list(table.columns) == ["Init: paper", "Init: here", "All: paper", "All: here"]
+    assert table.loc["Female", "All: paper"] == pytest.approx(28.76 - 27.97)  # Ko et al. 2023, Table 2
+    assert table.loc["all examples", "Init: paper"] == pytest.approx(79.75 - 79.93)
+    assert table.loc["Female", "All: here"] == 1.1
+
+
+def test_chosen_ablation_prefers_all_sources():
+    assert S.chosen_ablation(["BatchOrder", "Init", "All"]) == "All"
+    assert S.chosen_ablation(["Init&BatchOrder", "Init"]) == "Init&BatchOrder"
+    assert S.chosen_ablation(["BatchOrder", "Init"]) == "Init"

@@ -99,6 +99,13 @@ def seed_gains(pools: dict, y: torch.Tensor, k: int) -> pd.DataFrame:
                      ignore_index=True)
 
 
+def gains_by_setting(pools: dict, k: int) -> pd.DataFrame:
+    """`pool_gains` of pools trained in different settings {setting: (probs (M, N, C), y (N,))},
+    each on its own test set, stacked with a column setting (e.g. a map over task difficulty)."""
+    return pd.concat([pool_gains(probs, y, k).reset_index().assign(setting=setting)
+                      for setting, (probs, y) in pools.items()], ignore_index=True)
+
+
 def paired(table: pd.DataFrame, column: str, a: str = "bottom-k", b: str = "top-k") -> tuple[float, float, int]:
     """Mean and SE over seeds of `column` on group a minus group b (a `seed_gains` table)."""
     wide = table.pivot(index="seed", columns="group", values=column)
