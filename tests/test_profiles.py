@@ -23,3 +23,11 @@ def test_unknown_parameters_and_profiles_are_named():
         chapter_settings("bottom_k", "huge")
     with pytest.raises(ValueError, match="unknown parameter 'memebers'"):
         chapter_settings("bottom_k", "default", memebers=3)
+
+
+def test_larger_pools_must_be_larger():
+    assert chapter_settings("bottom_k", "default").large_members == 50
+    # the profile's 50 is no larger pool for 60 members: the section is skipped, not an error
+    assert chapter_settings("bottom_k", "default", members=60).large_members is None
+    with pytest.raises(ValueError, match="large_members=10: the larger pools need more than members=20"):
+        chapter_settings("bottom_k", "default", large_members=10)
