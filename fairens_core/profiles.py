@@ -335,10 +335,11 @@ CHAPTERS.update({
     # every layer boundary of the model (cnn1d has four layers); pairs: child pairs whose linear
     # path is evaluated at `alphas` points.
     "reinit": {
-        "default": dict(_PART3["default"], reinit_spawn=1 / 4, fractions=None, pairs=2, alphas=11),
-        "smoke": dict(_PART3["smoke"], reinit_spawn=1 / 4, fractions=None, pairs=1, alphas=5),
+        "default": dict(_PART3["default"], reinit_spawn=1 / 4, fractions=None, pairs=2, alphas=11, repeats=3),
+        "smoke": dict(_PART3["smoke"], reinit_spawn=1 / 4, fractions=None, pairs=1, alphas=5, repeats=1),
+        # one seed at full scale: the GPU plan (benchmarks/plans/full.jsonl) has no room for three yet
         "full": dict(_PART3["full"], reinit_spawn=1 / 4, fractions=[0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0], pairs=2,
-                     alphas=11),
+                     alphas=11, repeats=1),
     },
 })
 
@@ -402,7 +403,7 @@ KNOB_SPECS: dict[str, dict[str, Spec]] = {
     "coupling": dict(_PART3_SPECS, draws=_COUNT),
     "function_space": dict(_PART3_SPECS, parents=Spec("int", low=2)),
     "forgetting": dict(_PART3_SPECS, forgetting_train=_OVERRIDES),
-    "reinit": dict(_PART3_SPECS, reinit_spawn=_SHARE_BELOW_ONE, pairs=_COUNT, alphas=Spec("int", low=2),
+    "reinit": dict(_PART3_SPECS, reinit_spawn=_SHARE_BELOW_ONE, pairs=_COUNT, alphas=Spec("int", low=2), repeats=_COUNT,
                    fractions=Spec("list", min_items=1, optional=True,
                                   item=Spec("float", low=0, high=1, low_open=True))),
 }

@@ -128,3 +128,39 @@ def test_barrier_on_real_children(tmp_path, monkeypatch):
     identical = R.barrier_curves(train_ensemble(tiny.replace(members=1)), test, pairs=1, alphas=3)
     assert identical.empty
     assert np.isfinite(table["barrier"]).all() and torch.is_tensor(test.x)
+
+
+def seeded_scores():
+    """Per-seed rows by hand: three seeds, no re-init, one share per side, everything."""
+    rows = []
+    for seed, bump in ((0, 0.0), (1, 1.0), (2, 2.0)):
+        for side, share, acc in (("none", 0.0, 60.0), ("input", 0.5, 70.0), ("output", 0.5, 64.0), ("all", 1.0, 68.0)):
+            rows.append({"seed": seed, "side": side, "share": share, "ensemble_acc": acc + bump, "sym_kl": share})
+    return pd.DataFrame(rows)
+
+
+def test_mean_over_seeds_keeps_the_key_order():
+    means = R.mean_over_seeds(seeded_scores(), ["side", "share"])
+    assert list(means["side"]) == ["none", "input", "output", "all"]
+    assert means.set_index("side").loc["input", "ensemble_acc"] == pytest.approx(71.0)
+    assert "seed" not in means
+
+
+def test_areas_by_seed_use_each_side_through_the_shared_ends():
+    areas = R.areas_by_seed(seeded_scores(), ["ensemble_acc"]).set_index("seed")
+    # seed 0, input side: (60 + 70) / 2 * 0.5 + (70 + 68) / 2 * 0.5 = 67.0; output: (60 + 64) / 4 + (64 + 68) / 4 = 64.0
+    assert areas.loc[0, "input ensemble_acc"] == pytest.approx(67.0)
+    assert areas.loc[0, "output ensemble_acc"] == pytest.approx(64.0)
+    assert areas.loc[2, "input ensemble_acc"] == pytest.approx(69.0)
+
+
+def test_gaps_to_reference_pair_by_seed():
+    scores = seeded_scores()
+    reference = pd.DataFrame({"seed": [0, 1, 2], "ensemble_acc": [70.0, 70.5, 72.5]})
+    gaps = R.gaps_to_reference(scores, reference).set_index(["side", "share"])
+    # input: 70 − 70, 71 − 70.5, 72 − 72.5 → 0, 0.5, −0.5
+    assert gaps.loc[("input", 0.5), "gap"] == pytest.approx(0.0)
+    assert gaps.loc[("input", 0.5), "se"] == pytest.approx(0.5 / math.sqrt(3))
+    assert gaps.loc[("input", 0.5), "seeds"] == 3
+    two_seeds = R.gaps_to_reference(scores[scores.seed < 2], reference)
+    assert two_seeds["se"].isna().all()  # fewer than three seeds: no standard error for a claim

@@ -26,6 +26,7 @@ from .. import metrics as M
 from ..claims import exceeds
 from ..metrics import diversity as D
 from ..runner import run
+from .stats import MIN_SEEDS
 
 COMBINE = ("prob", "score")
 METRICS = ("ensemble_acc", "member_acc", "member_acc_min", "ERR", "ERR_bar", "DIV")
@@ -236,7 +237,6 @@ def member_table(records) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-MIN_SEEDS = 3  # claims that compare conditions need a seed-level standard error from >= 3 seeds
 
 
 def paired_difference(table: pd.DataFrame, metric: str, a, b, key: str = "beta",

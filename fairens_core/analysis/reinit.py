@@ -30,6 +30,7 @@ from ..derived import derived_frame
 from ..ensemble import reinit_names
 from ..models import build_model
 from .coupling import condition_config
+from .stats import MIN_SEEDS, mean_se
 
 SIDES = ("input", "output")
 SIDE_LABELS = {"input": "low (from the input)", "output": "high (from the output)"}
@@ -246,3 +247,40 @@ def reinit_records_by_side(records: Mapping) -> dict[str, dict[float, object]]:
         d.update({share: r for (_, share), r in everything.items()})
         out[side] = dict(sorted(d.items()))
     return out
+
+
+# ---------------------------------------------------------------------------- several seeds
+def mean_over_seeds(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """The numeric columns of a per-seed frame (a column seed) averaged over the seeds, one row per
+    `keys` (in first-seen order; missing keys such as a reference's spawn_step kept)."""
+    numeric = [c for c in frame.select_dtypes("number").columns if c not in ("seed", *keys)]
+    return frame.groupby(list(keys), sort=False, dropna=False)[numeric].mean().reset_index()
+
+
+def side_curves(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{side: its rows sorted by share}, each through the shared ends: no re-init ("none", share 0)
+    and everything ("all", share 1). `frame`: one seed's rows with columns side and share."""
+    return {side: frame[frame["side"].isin([side, "none", "all"])].sort_values("share") for side in SIDES}
+
+
+def areas_by_seed(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`curve_area` of every column for each side, per seed: columns seed, then "<side> <column>"."""
+    rows = []
+    for seed, rows_of_seed in frame.groupby("seed", sort=False):
+        curves = side_curves(rows_of_seed)
+        rows.append({"seed": seed, **{f"{side} {col}": curve_area(curves[side]["share"], curves[side][col])
+                                      for side in SIDES for col in columns}})
+    return pd.DataFrame(rows)
+
+
+def gaps_to_reference(frame: pd.DataFrame, reference: pd.DataFrame, column: str = "ensemble_acc") -> pd.DataFrame:
+    """`column` of every (side, share) minus the reference's, paired by seed: columns side, share,
+    gap (mean over seeds), se (NaN below `stats.MIN_SEEDS` seeds: no 2-SE rule on fewer) and seeds.
+    `reference`: one row per seed."""
+    ref = reference.set_index("seed")[column]
+    diff = frame.assign(gap=frame[column] - frame["seed"].map(ref))
+    rows = []
+    for (side, share), g in diff.groupby(["side", "share"], sort=False):
+        mean, se, n = mean_se(g["gap"], min_count=MIN_SEEDS)
+        rows.append({"side": side, "share": share, "gap": mean, "se": se, "seeds": n})
+    return pd.DataFrame(rows)

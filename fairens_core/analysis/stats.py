@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+MIN_SEEDS = 3  # claims that compare conditions need a seed-level standard error from >= 3 seeds
+
 
 def mean_se(values, min_count: int = 2) -> tuple[float, float, int]:
     """(mean, standard error of the mean, count) of the finite values; the SE is NaN below
