@@ -485,7 +485,7 @@ def check_knobs(chapter: str, knobs: dict, config: TrainConfig) -> None:
         raise ValueError(f"member={knobs['member']!r}: a member index, 0 to members - 1 = {members - 1}")
     if "tail_epochs" in knobs:
         _at_most("tail_epochs", knobs["tail_epochs"], config.epochs, "epochs")
-    if knobs.get("large_members") is not None and knobs["large_members"] <= members:
+    if chapter == "bottom_k" and knobs["large_members"] is not None and knobs["large_members"] <= members:
         raise ValueError(f"large_members={knobs['large_members']!r}: the larger pools need more than "
                          f"members={members} members (None: no larger pools)")
     if chapter == "reinit":
@@ -563,7 +563,7 @@ def chapter_settings(chapter: str | None, profile: str = "default", **parameters
     if chapter:
         knobs = {name: KNOB_SPECS[chapter][name].check(name, value) for name, value in knobs.items()}
         large = knobs.get("large_members")
-        if "large_members" not in given and large is not None and large <= config.members:
+        if chapter == "bottom_k" and "large_members" not in given and large is not None and large <= config.members:
             knobs["large_members"] = None  # the profile's larger pools would be no larger than this pool
         check_knobs(chapter, knobs, config)
     return SimpleNamespace(config=config, profile=profile, **knobs)

@@ -31,3 +31,8 @@ def test_larger_pools_must_be_larger():
     assert chapter_settings("bottom_k", "default", members=60).large_members is None
     with pytest.raises(ValueError, match="large_members=10: the larger pools need more than members=20"):
         chapter_settings("bottom_k", "default", large_members=10)
+
+
+def test_independent_vs_joint_may_compare_equal_sizes():
+    # its large_members is another knob (the larger joint ensemble): equal to members is allowed
+    assert chapter_settings("independent_vs_joint", "smoke", members=3, large_members=3).large_members == 3
