@@ -242,3 +242,14 @@ def test_chosen_ablation_prefers_all_sources():
     assert S.chosen_ablation(["BatchOrder", "Init", "All"]) == "All"
     assert S.chosen_ablation(["Init&BatchOrder", "Init"]) == "Init&BatchOrder"
     assert S.chosen_ablation(["BatchOrder", "Init"]) == "Init"
+
+
+def test_churn_by_setting_and_its_change():
+    low = ablation_frame()
+    high = low.assign(churn=lambda d: d.churn.where(d.ablation != "BatchOrder", 2 * d.churn))  # BatchOrder churns twice as much
+    table = S.churn_by_setting({0.1: low, 0.4: high}, "BatchOrder", "All").set_index("setting")
+    assert table.loc[0.1, "churn_a"] == pytest.approx(2.0) and table.loc[0.1, "churn_b"] == pytest.approx(100 * 0.14 / 3)
+    assert table.loc[0.4, "ratio"] == pytest.approx(2 * table.loc[0.1, "ratio"])
+    change, se, n = S.churn_ratio_change({0.1: low, 0.4: high}, "BatchOrder", "All", 0.1, 0.4)
+    # per seed, the ratio doubles: the change is the low ratio itself, 0.25, 0.5, 0.5
+    assert change == pytest.approx((0.25 + 0.5 + 0.5) / 3) and n == 3

@@ -207,8 +207,13 @@ def churn_ratio(frame: pd.DataFrame, a: str, b: str, subgroup: str = "all") -> t
     """Churn of ablation ``a`` divided by that of ablation ``b`` on ``subgroup``, paired by seed:
     (mean, standard error, count) over the seeds of an `ablation_table` frame (a ratio, 1: equally
     diverse members)."""
-    churn = frame[frame["subgroup"] == subgroup].pivot(index="seed", columns="ablation", values="churn")
+    churn = churn_by_seed(frame, subgroup)
     return mean_se(churn[a] / churn[b])
+
+
+def churn_by_seed(frame: pd.DataFrame, subgroup: str = "all") -> pd.DataFrame:
+    """The members' churn on ``subgroup``: one row per seed, one column per ablation."""
+    return frame[frame["subgroup"] == subgroup].pivot(index="seed", columns="ablation", values="churn")
 
 
 def churn_by_setting(tables: dict, a: str, b: str, subgroup: str = "all") -> pd.DataFrame:
@@ -217,7 +222,7 @@ def churn_by_setting(tables: dict, a: str, b: str, subgroup: str = "all") -> pd.
     churn_b (mean over seeds, %), ratio (a / b, paired by seed), ratio_se and seeds."""
     rows = []
     for setting, frame in tables.items():
-        churn = frame[frame["subgroup"] == subgroup].pivot(index="seed", columns="ablation", values="churn")
+        churn = churn_by_seed(frame, subgroup)
         ratio, se, n = churn_ratio(frame, a, b, subgroup)
         rows.append({"setting": setting, "churn_a": 100 * churn[a].mean(), "churn_b": 100 * churn[b].mean(),
                      "ratio": ratio, "ratio_se": se, "seeds": n})
@@ -227,11 +232,8 @@ def churn_by_setting(tables: dict, a: str, b: str, subgroup: str = "all") -> pd.
 def churn_ratio_change(tables: dict, a: str, b: str, low, high, subgroup: str = "all") -> tuple[float, float, int]:
     """How much the churn ratio a / b grows from setting ``low`` to setting ``high`` of `tables`
     ({setting: `ablation_table` frame}), paired by seed: (mean, standard error, count)."""
-    def ratios(frame):
-        churn = frame[frame["subgroup"] == subgroup].pivot(index="seed", columns="ablation", values="churn")
-        return churn[a] / churn[b]
-
-    change = (ratios(tables[high]) - ratios(tables[low])).dropna()
+    low_churn, high_churn = churn_by_seed(tables[low], subgroup), churn_by_seed(tables[high], subgroup)
+    change = (high_churn[a] / high_churn[b] - low_churn[a] / low_churn[b]).dropna()
     return mean_se(change)
 
 
