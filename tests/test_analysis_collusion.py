@@ -210,3 +210,36 @@ def test_gat_beta_curves():
     m5 = curves[curves.members == 5].set_index("alpha").beta
     assert m5[4.0] == pytest.approx(1.0)  # γ peaks at α = M − 1 ...
     assert m5[50.0] < m5[4.0]  # ... and falls after it
+
+
+# ------------------------------------------------------------------ App. E gradients
+
+
+def test_app_e_gradients_by_hand():
+    # two members, two classes, true class 0; member scores (0, 0) and (log 3, 0): φ = (1/2, 1/2), (3/4, 1/4)
+    f = torch.tensor([[[0.0, 0.0]], [[math.log(3), 0.0]]], dtype=torch.float64)
+    y = torch.tensor([0])
+    ind = C.objective_gradients(f, y, "independent")
+    torch.testing.assert_close(ind, torch.tensor([[[-0.25, 0.25]], [[-0.125, 0.125]]], dtype=torch.float64))
+    # probabilities averaged: -φ_i,0 (y - φ_i) / (φ_1,0 + φ_2,0), with φ_1,0 + φ_2,0 = 5/4
+    pa = C.objective_gradients(f, y, "joint, probabilities averaged")
+    torch.testing.assert_close(pa, torch.tensor([[[-0.2, 0.2]], [[-0.15, 0.15]]], dtype=torch.float64))
+    # scores averaged: (φ(f̄) - y) / 2 for both members, f̄ = (log 3 / 2, 0): φ(f̄)_0 = √3 / (√3 + 1)
+    sa = C.objective_gradients(f, y, "joint, scores averaged")
+    q = math.sqrt(3) / (math.sqrt(3) + 1)
+    expected = torch.tensor([(q - 1) / 2, (1 - q) / 2], dtype=torch.float64)
+    torch.testing.assert_close(sa, expected.expand(2, 1, 2))
+
+
+def test_app_e_closed_forms_match_autograd_and_only_score_averaging_shares_gradients():
+    gen = torch.Generator().manual_seed(0)
+    f, y = 3 * torch.randn(5, 200, 10, generator=gen), torch.randint(0, 10, (200,), generator=gen)
+    for objective in C.GRADIENT_OBJECTIVES:
+        torch.testing.assert_close(C.objective_gradients(f, y, objective), C.closed_form_gradients(f, y, objective))
+    table = C.gradient_table(f, y)
+    assert (table.closed_form_gap < 1e-12).all()
+    assert table.member_spread["joint, scores averaged"] < 1e-12
+    assert table.member_spread["joint, probabilities averaged"] > 0.1
+    assert table.member_spread["independent"] > 0.1
+    with pytest.raises(ValueError, match="objective"):
+        C.objective_gradients(f, y, "joint")

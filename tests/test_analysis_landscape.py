@@ -14,6 +14,7 @@ from fairens_core import TrainConfig
 from fairens_core.analysis import landscape as L
 from fairens_core.ensemble import StackedEnsemble
 from fairens_core.models import build_model
+from fairens_core.runner import run
 
 
 def one_hot(labels, classes=3):
@@ -400,3 +401,27 @@ def test_pooling_gain_and_its_jackknife_by_hand():
     # replicates 1, 0, 0: mean 1/3, jackknife SE sqrt(2/3 * (4/9 + 1/9 + 1/9)) = 2/3
     assert se == pytest.approx(2 / 3)
     assert np.isnan(L.pooling_gain(pools, rec, y, "g", [0, 1])[1])  # two centres: no SE
+
+
+def test_initial_checkpoint_is_the_weights_training_starts_from(cache):
+    # at a negligible learning rate the epoch-1 snapshot is the init itself: a wrong seed would give
+    # a cosine near 0 and different predictions
+    cfg = TrainConfig(dataset="mnist1d", dataset_options={"n_samples": 600}, model="cnn1d", width=0.25,
+                      members=2, epochs=1, batch_size=64, lr=1e-9, weight_decay=0.0, warmup_epochs=0,
+                      snapshot_weights=True, track_predictions=50, device="cpu")
+    rec = run(cfg)
+    weights, probs = L.initial_checkpoint(rec)
+    assert weights.shape == rec.weight_snapshots[:, 0].shape
+    torch.testing.assert_close(weights, rec.weight_snapshots[:, 0].float(), atol=1e-6, rtol=0)
+    assert probs.shape == rec.test_probs_trajectory[:, 0].shape
+    torch.testing.assert_close(probs, rec.test_probs_trajectory[:, 0].float(), atol=2e-3, rtol=0)  # float16
+    within = L.checkpoint_similarity(rec, member=1, initial=(weights, probs)).set_index(["a", "b"])
+    assert within.loc[(0, 1), "cosine"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_initial_checkpoint_refuses_spawned_children():
+    config = dataclasses.asdict(TrainConfig(dataset="mnist1d", model="cnn1d", members=2, spawn_step=0))
+    rec = SimpleNamespace(weight_snapshots=torch.zeros(2, 1, 3), test_probs_trajectory=torch.zeros(2, 1, 4, 10),
+                          config=config, key="spawned")
+    with pytest.raises(ValueError, match="parent"):
+        L.initial_checkpoint(rec)

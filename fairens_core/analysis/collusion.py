@@ -448,3 +448,66 @@ def gat_beta_curves(alphas: Iterable[float], sizes: Iterable[int]) -> pd.DataFra
     frame = pd.DataFrame(rows)
     frame["members"] = frame["members"].astype("Int64")  # missing for the full-ensemble curve
     return frame
+
+
+# ------------------------------------------------------------------ App. E: who gets which gradient
+
+GRADIENT_OBJECTIVES = ("independent", "joint, probabilities averaged", "joint, scores averaged")
+
+
+def objective_gradients(logits: torch.Tensor, labels: torch.Tensor, objective: str) -> torch.Tensor:
+    """(M, N, C): the gradient of one example's loss with respect to each member's scores, for every
+    example, by autograd through the engine's own losses (`fairens_core.objectives`) in float64.
+
+    ``objective``: "independent" (the mean of the members' cross-entropies, Table 2's L_ind),
+    "joint, probabilities averaged" (L_pa) or "joint, scores averaged" (L_sa).
+    """
+    if objective not in GRADIENT_OBJECTIVES:
+        raise ValueError(f"objective={objective!r}: allowed values are {GRADIENT_OBJECTIVES}")
+    f = _f64(logits).clone().requires_grad_(True)
+    y = torch.as_tensor(labels).long()
+    M, N = f.shape[:2]
+    if objective == "independent":
+        loss = objectives.member_losses(f, y.expand(M, -1), "classification").mean()
+    else:
+        combine = "prob" if objective.startswith("joint, prob") else "score"
+        loss = objectives.ensemble_loss(f, y, "classification", combine)
+    (grad,) = torch.autograd.grad(N * loss, f)  # the losses average over examples: N × that is per example
+    return grad
+
+
+def closed_form_gradients(logits: torch.Tensor, labels: torch.Tensor, objective: str) -> torch.Tensor:
+    """(M, N, C): App. E's expressions for the same gradients as `objective_gradients`.
+
+    independent: (φ(f_i) − y) / M; probabilities averaged: −φ(f_i)_k* (y − φ(f_i)) / Σ_j φ(f_j)_k*;
+    scores averaged: (φ(f̄) − y) / M, the same for every member i.
+    """
+    if objective not in GRADIENT_OBJECTIVES:
+        raise ValueError(f"objective={objective!r}: allowed values are {GRADIENT_OBJECTIVES}")
+    f = _f64(logits)
+    M, _, C = f.shape
+    y = F.one_hot(torch.as_tensor(labels).long(), C).to(f.dtype)  # (N, C)
+    p = f.softmax(-1)
+    if objective == "independent":
+        return (p - y) / M
+    if objective == "joint, scores averaged":
+        return ((f.mean(0).softmax(-1) - y) / M).expand(M, -1, -1)
+    p_true = (p * y).sum(-1, keepdim=True)  # (M, N, 1): φ(f_i)_k*
+    return -p_true * (y - p) / p_true.sum(0)
+
+
+def gradient_table(logits: torch.Tensor, labels: torch.Tensor) -> pd.DataFrame:
+    """One row per objective of `GRADIENT_OBJECTIVES`: how far autograd is from App. E's closed form
+    (``closed_form_gap``, largest absolute difference) and how much the members' gradients differ
+    (``member_spread``: per example, the largest distance of a member's gradient from the members'
+    mean gradient over the mean gradient norm, averaged over examples; 0 when all members get the
+    same gradient)."""
+    rows = []
+    for objective in GRADIENT_OBJECTIVES:
+        grad = objective_gradients(logits, labels, objective)
+        gap = (grad - closed_form_gradients(logits, labels, objective)).abs().max()
+        distance = (grad - grad.mean(0)).norm(dim=-1).amax(0)  # (N,)
+        scale = grad.norm(dim=-1).mean(0)
+        spread = (distance / scale.clamp_min(torch.finfo(grad.dtype).tiny)).mean()
+        rows.append({"objective": objective, "closed_form_gap": float(gap), "member_spread": float(spread)})
+    return pd.DataFrame(rows).set_index("objective")

@@ -26,8 +26,10 @@ import torch
 
 from .. import metrics as M
 from ..config import TrainConfig
-from ..models import build_model
 from ..data import load_dataset, prepare_inputs
+from ..ensemble import init_member
+from ..models import build_model
+from ..randomness import source_seed
 from . import stats
 
 SUBSPACE_METHODS = ("gaussian", "mc_dropout", "diagonal", "low_rank")
@@ -85,18 +87,54 @@ def subspace_plan(cfg: TrainConfig, member: int, samples: int, iterate_fraction:
     return iterate_from
 
 
-def checkpoint_similarity(record, member: int = 0) -> pd.DataFrame:
+def checkpoint_similarity(record, member: int = 0, initial=None) -> pd.DataFrame:
     """Epoch × epoch similarity of the checkpoints of one run (report: "Snapshots").
 
     Uses ``record.weight_snapshots[member]`` (E, P) and ``record.test_probs_trajectory[member]``
-    (E, n, C). Returns `similarity_frame` rows with a, b = epochs 1..E and a column member.
+    (E, n, C). ``initial``: optionally the (weights (M, P), probs (M, n, C)) of `initial_checkpoint`,
+    added as epoch 0. Returns `similarity_frame` rows with a, b = epochs (0 or 1)..E and a column member.
     """
     _need_trajectories(record)
     if not 0 <= member < record.members:
         raise ValueError(f"member={member}: must be in [0, {record.members})")
-    epochs = range(1, record.weight_snapshots.shape[1] + 1)
-    out = similarity_frame(record.weight_snapshots[member], record.test_probs_trajectory[member], epochs)
+    weights, probs = record.weight_snapshots[member].float(), record.test_probs_trajectory[member].float()
+    first = 1
+    if initial is not None:
+        weights = torch.cat([initial[0][member : member + 1].float(), weights])
+        probs = torch.cat([initial[1][member : member + 1].float(), probs])
+        first = 0
+    out = similarity_frame(weights, probs, range(first, record.weight_snapshots.shape[1] + 1))
     return out.assign(member=member)
+
+
+def initial_checkpoint(record) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every member at epoch 0, before its first step: (weights (M, P), probs (M, n, C)).
+
+    The weights are rebuilt from each member's init seed, as training drew them (members of
+    independent runs only: a spawned child starts from its parent); probs are their softmax
+    outputs on the n test examples the record tracks per epoch.
+    """
+    _need_trajectories(record)
+    cfg = TrainConfig.from_dict(record.config)
+    if cfg.spawn_step is not None:
+        raise ValueError(f"record {record.key} spawns its members from a parent: they have no init of their own")
+    shape, classes = tuple(record.meta["input_shape"]), record.meta["num_classes"]
+    models = [init_member(cfg, shape, classes, source_seed(cfg.seed, "init", m, cfg.vary_sources))
+              for m in range(record.members)]
+    weights = torch.stack([torch.nn.utils.parameters_to_vector(model.parameters()) for model in models])
+    x, _ = test_inputs(record)
+    x = x[: record.test_probs_trajectory.shape[2]]
+    with torch.no_grad():
+        probs = torch.stack([model.eval()(x).softmax(-1) for model in models])
+    return weights.detach(), probs
+
+
+def cosine_to_initial(record, initial) -> np.ndarray:
+    """Per member: cosine similarity between its last checkpoint and its own initial weights
+    (``initial``: the pair returned by `initial_checkpoint`)."""
+    _need_trajectories(record)
+    final = record.weight_snapshots[:, -1].float()
+    return torch.nn.functional.cosine_similarity(initial[0].float(), final, dim=1).numpy()
 
 
 def init_similarity(record, epoch: int | None = None) -> pd.DataFrame:
