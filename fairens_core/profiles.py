@@ -1,7 +1,7 @@
 """Profiles: the settings a chapter runs with when its parameters are left at None.
 
 - `default`: embedded data (mnist1d, generated offline; scikit-learn's bundled sets) on a
-  2-core CPU, each chapter in about two minutes.
+  2-core CPU, each chapter in a few minutes (benchmarks/chapter_costs.json).
 - `smoke`: the smallest run that exercises every code path (tests).
 - `full`: CIFAR-10 on a GPU with the book's fast recipe (`fastcnn`, 10 epochs, bf16), sized so
   that the whole book's full profile trains in about 20 GPU-minutes on one H100-class GPU
