@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from .models import build_model
+from .randomness import source_seed
 
 
 def init_member(cfg, input_shape, num_classes: int, seed: int) -> nn.Module:
@@ -24,6 +25,13 @@ def init_member(cfg, input_shape, num_classes: int, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed % 2**63)
         return build_model(cfg.model, input_shape, num_classes, width=cfg.width, dropout=cfg.dropout)
+
+
+def init_members(cfg, input_shape, num_classes: int, members, vary=None) -> list[nn.Module]:
+    """Members `members` (indices) as training initialises them: each from its own init seed, drawn
+    from the sources in `vary` (default: the config's; () gives every member the same init)."""
+    vary = cfg.vary_sources if vary is None else vary
+    return [init_member(cfg, input_shape, num_classes, source_seed(cfg.seed, "init", m, vary)) for m in members]
 
 
 class MemberState:

@@ -27,8 +27,7 @@ import torch
 
 from .config import TrainConfig
 from .data import load_dataset
-from .ensemble import StackedEnsemble, init_member
-from .randomness import source_seed
+from .ensemble import StackedEnsemble, init_member, init_members
 from .records import RunRecord
 from .train import (History, assemble, build_ensemble, evaluation_steps, group_members, make_optimizer, plan_phases,
                     training_step)
@@ -170,8 +169,7 @@ def placeholder_record(config: TrainConfig):
 
     ens = None  # initial weights, only where the record keeps weights
     if cfg.save_weights or cfg.snapshot_weights:
-        seeds = [source_seed(cfg.seed, "init", i, cfg.vary_sources) for i in range(m)]
-        ens = StackedEnsemble([init_member(cfg, ds.input_shape, ds.num_classes, s) for s in seeds])
+        ens = StackedEnsemble(init_members(cfg, ds.input_shape, ds.num_classes, range(m)))
     n_probs = None if cfg.track_predictions == -1 else cfg.track_predictions
     n_out = None if cfg.track_outputs == -1 else cfg.track_outputs
     history = History()

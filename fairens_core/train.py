@@ -37,7 +37,7 @@ from .config import TrainConfig
 from .checkpoints import Checkpoint, to_device
 from .config import FORMAT_VERSION
 from .data import Dataset, load_dataset, prepare_inputs
-from .ensemble import StackedEnsemble, init_member, reinit_names
+from .ensemble import StackedEnsemble, init_member, init_members, reinit_names
 from .models import model_flops
 from .packed import PackedEnsemble
 from .objectives import augmented_loss, member_losses
@@ -372,8 +372,7 @@ def train_phase(cfg, ds, data, members, phase, device, workdir, bar, start=None)
     """
     if start is None:
         vary = () if phase.name == "parent" else cfg.vary_sources  # a parent's init is shared
-        seeds = [rnd.source_seed(cfg.seed, "init", m, vary) for m in members]
-        ens = build_ensemble(cfg, [init_member(cfg, ds.input_shape, ds.num_classes, s) for s in seeds], device)
+        ens = build_ensemble(cfg, init_members(cfg, ds.input_shape, ds.num_classes, members, vary), device)
         opt, history = make_optimizer(cfg, ens.parameters()), History()
     else:
         ens, opt, history = start

@@ -237,8 +237,6 @@ def member_table(records) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-
-
 def paired_difference(table: pd.DataFrame, metric: str, a, b, key: str = "beta",
                       min_seeds: int = MIN_SEEDS) -> dict:
     """Mean and standard error over seeds of ``metric`` at ``key = a`` minus at ``key = b``.

@@ -27,9 +27,8 @@ import torch
 from .. import metrics as M
 from ..config import TrainConfig
 from ..data import load_dataset, prepare_inputs
-from ..ensemble import init_member
+from ..ensemble import init_members
 from ..models import build_model
-from ..randomness import source_seed
 from . import stats
 
 SUBSPACE_METHODS = ("gaussian", "mc_dropout", "diagonal", "low_rank")
@@ -119,8 +118,7 @@ def initial_checkpoint(record) -> tuple[torch.Tensor, torch.Tensor]:
     if cfg.spawn_step is not None:
         raise ValueError(f"record {record.key} spawns its members from a parent: they have no init of their own")
     shape, classes = tuple(record.meta["input_shape"]), record.meta["num_classes"]
-    models = [init_member(cfg, shape, classes, source_seed(cfg.seed, "init", m, cfg.vary_sources))
-              for m in range(record.members)]
+    models = init_members(cfg, shape, classes, range(record.members))
     weights = torch.stack([torch.nn.utils.parameters_to_vector(model.parameters()) for model in models])
     x, _ = test_inputs(record)
     x = x[: record.test_probs_trajectory.shape[2]]
