@@ -150,6 +150,7 @@ CHAPTER = [
     ("function_space", "default", dict(parents=1), "parents"), ("reinit", "default", dict(pairs=100), "pairs"),
     ("reinit", "default", dict(alphas=1), "alphas"), ("reinit", "default", dict(fractions=[0]), "fractions"),
     ("forgetting", "default", dict(forgetting_train={"memberz": 3}), "forgetting_train"),
+    ("coupling", "default", dict(second_model_train={"model": "resnet99"}), "second_model_train"),
     ("similarity", "default", dict(member=5), "member"), ("similarity", "default", dict(late_fraction=1), "late_fraction"),
     ("subspace", "default", dict(rank=0), "rank"), ("subspace", "default", dict(dropout_rates=[1.0]), "dropout_rates"),
     ("function_space_tsne", "default", dict(runs=1), "runs"), ("function_space_tsne", "default", dict(runs=10), "runs"),

@@ -146,16 +146,18 @@ def test_config_normalises_at_construction():
 
 # Keys of every profile config before the schema existed (records shipped in records/ are named by them).
 # Changed on purpose since: Part III's default and smoke recipes augment (random shifts), 2026-12-04; Part III's and
-# Part IV's default recipes train 40 epochs, Part II's joint-training sweeps 20, 2026-12-05.
+# Part IV's default recipes train 40 epochs, Part II's joint-training sweeps 20, 2026-12-05; Part I's default trains 30
+# epochs and tests on 8,000 signals (PART1_DEFAULT_TRAIN), 2026-12-05.
 EXPECTED_KEYS = {
     "None/default": "7035f5a3a782d547", "None/smoke": "b068097fdbe0f006", "None/full": "0dc56591a996d50b",
     "augmented_objective/default": "7035f5a3a782d547", "augmented_objective/smoke": "b068097fdbe0f006",
     "augmented_objective/full": "0dc56591a996d50b",
-    "bottom_k/default": "7035f5a3a782d547", "bottom_k/smoke": "b068097fdbe0f006", "bottom_k/full": "0dc56591a996d50b",
-    "churn/default": "7035f5a3a782d547", "churn/smoke": "b068097fdbe0f006", "churn/full": "0dc56591a996d50b",
-    "corruption/default": "7035f5a3a782d547", "corruption/smoke": "b068097fdbe0f006",
+    "bottom_k/default": "7b3b487fbb89ab57", "bottom_k/smoke": "b068097fdbe0f006", "bottom_k/full": "0dc56591a996d50b",
+    "churn/default": "7b3b487fbb89ab57", "churn/smoke": "b068097fdbe0f006", "churn/full": "0dc56591a996d50b",
+    "corruption/default": "7b3b487fbb89ab57", "corruption/smoke": "b068097fdbe0f006",
     "corruption/full": "0dc56591a996d50b",
     "coupling/default": "fc2c9b1705a72eca", "coupling/smoke": "99b48de0a3e53559", "coupling/full": "4d496301e6b37dc2",
+    "coupling/default/second_model_train": "6ab3a049d8be3a5e", "coupling/smoke/second_model_train": "08e3390d16dc6c17",
     "diversity/default": "7fdd2b19b6db61ba", "diversity/smoke": "0ce21c07adc84fe7", "diversity/full": "51403a16b1adfaee",
     "flops/default": "406676189eaa175b", "flops/smoke": "efab1e51d3e60bc9", "flops/full": "b890a7a202751057",
     "forgetting/default": "fc2c9b1705a72eca", "forgetting/default/forgetting_train": "44d0277ceed1026a",
@@ -175,7 +177,7 @@ EXPECTED_KEYS = {
     "minority_groups/default": "7e291ebd8ddb5cbe", "minority_groups/default/adult_train": "56e78001ac7d1ab7",
     "minority_groups/smoke": "272e67dee8c45842", "minority_groups/smoke/adult_train": "43ac414288eb3f1b",
     "minority_groups/full": "450ca4c2c536f430", "minority_groups/full/adult_train": "ca209854158aad1a",
-    "randomness/default": "ee3eb2b977e39ed1", "randomness/smoke": "cf53dd27c31c629e",
+    "randomness/default": "8976baf26a1b488a", "randomness/smoke": "cf53dd27c31c629e",
     "randomness/full": "3acde2635d871e76",
     "reinit/default": "fc2c9b1705a72eca", "reinit/smoke": "99b48de0a3e53559", "reinit/full": "4d496301e6b37dc2",
     "similarity/default": "6730555061171674", "similarity/smoke": "ef4da70177a6c20d",
