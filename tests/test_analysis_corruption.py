@@ -141,3 +141,23 @@ def test_signal_examples_and_image_grid():
     grid = C.image_grid(img, ["contrast", "gaussian_noise", "fog"], [0, 1, 5], pad=2)
     assert grid.shape == (3 * 34, 3 * 34, 3) and grid.dtype.name == "uint8"
     assert (grid[:32, :32, 1] == img[0, 0].numpy()).all() and (grid[32:34] == 255).all()
+
+
+def test_severity_disagreement_hand_computed(probs_by):
+    table = C.severity_disagreement(probs_by, Y, k=1)
+    assert list(table.columns) == ["corruption", "severity", "group", "churn", "churn_one_right", "won", "lost"]
+    assert table["severity"].tolist() == [0] * 3 + [1] * 3 + [2] * 3
+    # clean: the members split only on example 3 (class 1, the bottom-k class), where A is right and wins the vote
+    clean = row(table, severity=0, group="bottom-k")
+    assert (clean.churn, clean.churn_one_right, clean.won, clean.lost) == (50, 50, 25, 0)
+    assert row(table, severity=0, group="top-k").churn == 0
+    # severity 1: both class-0 examples split, one member right each time, and the vote goes right
+    top = row(table, severity=1, group="top-k")
+    assert (top.churn, top.churn_one_right, top.won, top.lost) == (100, 100, 50, 0)
+    # severity 2: B (wrong everywhere) outvotes A (right everywhere): every example is lost
+    every = row(table, severity=2, group="all")
+    assert (every.churn, every.churn_one_right, every.won, every.lost) == (100, 100, 0, 50)
+    gains = C.severity_gains(probs_by, Y, k=1)
+    for severity in (0, 1, 2):  # won - lost is the gain in points
+        r, g = row(table, severity=severity, group="all"), row(gains, severity=severity, group="all")
+        assert r.won - r.lost == pytest.approx(100 * (g.ensemble - g.single))

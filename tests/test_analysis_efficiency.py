@@ -55,7 +55,6 @@ def test_training_step_flops_counts_forward_and_backward():
 
 
 def _record(width, probs, wall=8.0, flops=1000, params=100):
-    m = probs.shape[0]
     config = {"model": "cnn1d", "width": width, "dropout": 0.0, "epochs": 2, "batch_size": 4}
     meta = {"input_shape": [40], "num_classes": probs.shape[-1], "flops_per_example": flops,
             "parameters": params, "steps_per_epoch": 5, "wall_time_s": wall, "device_name": "cpu"}

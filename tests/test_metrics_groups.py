@@ -12,7 +12,9 @@ from fairens_core.metrics import (
     accuracy,
     bottom_k_classes,
     class_mask,
+    gain_won_lost,
     group_accuracy,
+    mean_probs,
     per_class_accuracy,
     relative_gain,
     subgroup_accuracy,
@@ -117,3 +119,21 @@ def test_group_accuracy_of_no_group_is_the_accuracy():
     y = torch.tensor([0, 1, 1])
     assert group_accuracy(probs[0], y, None) == pytest.approx(2 / 3)
     assert group_accuracy(probs, y, None).tolist() == pytest.approx([2 / 3, 2 / 3])
+
+
+def test_gain_won_lost_hand_computed():
+    # 3 members, 4 examples. Members right: 2/3, 1/3, 3/3, 1/3. The average is right on examples
+    # 0-2 and wrong on 3, where the one member that was right is outvoted.
+    p = torch.tensor([[[.9, .1], [.9, .1], [.2, .8], [.6, .4]],
+                      [[.8, .2], [.4, .6], [.3, .7], [.4, .6]],
+                      [[.4, .6], [.3, .7], [.45, .55], [.45, .55]]])
+    y = torch.tensor([0, 0, 1, 0])
+    won, lost = gain_won_lost(p, y)
+    assert won == pytest.approx((1 / 3 + 2 / 3) / 4) and lost == pytest.approx((1 / 3) / 4)
+    assert won - lost == pytest.approx(accuracy(mean_probs(p), y) - float(accuracy(p, y).mean()))
+    # on the class-1 example alone every member is right: nothing to win or lose
+    assert gain_won_lost(p, y, classes=[1]) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="no example"):
+        gain_won_lost(p, y, classes=[5])
+    with pytest.raises(ValueError, match=r"\(M, N, C\)"):
+        gain_won_lost(p[0], y)

@@ -36,7 +36,7 @@ def pool_configs(base: TrainConfig, pools) -> dict[str, TrainConfig]:
     return configs
 
 
-def _churn(probs: torch.Tensor, y: torch.Tensor, classes, pairs: int, seed: int) -> tuple[float, float]:
+def classes_churn(probs: torch.Tensor, y: torch.Tensor, classes, pairs: int = 100, seed: int = 0) -> tuple[float, float]:
     """Mean pairwise churn (%) of the members on a group of classes (None: all examples), and
     its part where exactly one model of the pair is right (%).
 
@@ -62,7 +62,7 @@ def group_churn(probs: torch.Tensor, y: torch.Tensor, k: int, pairs: int = 100, 
     groups = class_groups(probs, y, k, reference)
     rows = []
     for g, classes in groups.items():
-        churn, one_right = _churn(probs, y, classes, pairs, seed)
+        churn, one_right = classes_churn(probs, y, classes, pairs, seed)
         rows.append({"group": g, "churn": churn, "churn_one_right": one_right})
     return pd.DataFrame(rows)
 
@@ -100,7 +100,7 @@ def churn_vs_gain(pools: Mapping[str, torch.Tensor], y: torch.Tensor, k: int, pa
         for g, classes in groups.items():
             single = 100 * float(M.group_accuracy(probs, y, classes).mean())
             ens = 100 * float(M.group_accuracy(ensemble, y, classes))
-            churn, one_right = _churn(probs, y, classes, pairs, seed)
+            churn, one_right = classes_churn(probs, y, classes, pairs, seed)
             rows.append({"model": name, "group": g, "members": size,
                          "churn": churn, "churn_one_right": one_right,
                          "single": single, "ensemble": ens, "improvement": ens - single,

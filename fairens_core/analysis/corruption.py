@@ -9,7 +9,8 @@ Pipeline: `corrupted_probs` runs the members on every corrupted copy of the test
 `severity_gains` turns that into one row per (corruption, severity, group);
 `average_over_corruptions` adds the average over corruption types that the paper plots;
 `severity_curves` gives the gain against ensemble size (Fig. 3 right); `severity_trend`
-summarises how the gain moves with severity. `signal_examples` and `image_grid` show what the
+summarises how the gain moves with severity; `severity_disagreement` follows the members'
+disagreement (the paper's explanation of where the gain goes, §4.1) and how the vote resolves it. `signal_examples` and `image_grid` show what the
 corruptions do to one input (the analogue of the paper's Fig. 20).
 """
 
@@ -24,6 +25,7 @@ from scipy.stats import spearmanr
 
 from .. import metrics as M
 from ..corruptions import SEVERITIES, corrupt, names_for
+from .churn import classes_churn
 from .fairness import class_groups, single_model_accuracy
 
 CLEAN = ("clean", 0)  # key of the uncorrupted inputs in a `corrupted_probs` dict
@@ -87,6 +89,34 @@ def severity_gains(probs_by: Probs, y: torch.Tensor, k: int) -> pd.DataFrame:
                 rows.append({"corruption": name, "severity": severity, "group": group,
                              "single": single[group], "ensemble": acc, "gain": _gain(acc, single[group])})
     return pd.DataFrame(rows)
+
+
+def severity_disagreement(probs_by: Probs, y: torch.Tensor, k: int, pairs: int = 100, seed: int = 0) -> pd.DataFrame:
+    """How the members disagree, and how the average resolves it, per corruption, severity and group.
+
+    Groups as in `severity_gains` (fixed on the clean inputs). One row per (corruption, severity,
+    group), in %: churn (mean over `pairs` member pairs, the same pairs everywhere), churn_one_right
+    (its part where exactly one member of the pair is right; `churn.classes_churn`), and won / lost
+    (`metrics.gain_won_lost`: won - lost is the ensemble's gain over the average member in points).
+    Severity 0 is the clean input, repeated at the start of every corruption's rows.
+    """
+    groups = class_groups(probs_by[CLEAN], y, k)
+
+    def measures(probs):
+        return {group: (*classes_churn(probs, y, classes, pairs, seed),
+                        *(100 * v for v in M.gain_won_lost(probs, y, classes)))
+                for group, classes in groups.items()}
+
+    def rows_of(name, severity, values):
+        return [{"corruption": name, "severity": severity, "group": group,
+                 **dict(zip(("churn", "churn_one_right", "won", "lost"), v))} for group, v in values.items()]
+
+    corrupted = {key: probs for key, probs in probs_by.items() if key != CLEAN}
+    clean = measures(probs_by[CLEAN])
+    rows = [row for name in dict.fromkeys(name for name, _ in corrupted) for row in rows_of(name, 0, clean)]
+    for (name, severity), probs in corrupted.items():
+        rows += rows_of(name, int(severity), measures(probs))
+    return pd.DataFrame(rows).sort_values(["corruption", "severity"], kind="stable", ignore_index=True)
 
 
 def average_over_corruptions(frame: pd.DataFrame, by: Sequence[str] = ("severity", "group")) -> pd.DataFrame:

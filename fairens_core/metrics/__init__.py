@@ -11,7 +11,7 @@ Modules, by topic (see ``book/reference/metrics.md`` for the paper and
 equation behind every function):
 
 * ``aggregation``   – mean / geometric-mean / score averaging, majority vote
-* ``groups``        – accuracy, per-class, top-k / bottom-k groups, subgroups, relative gain
+* ``groups``        – accuracy, per-class, top-k / bottom-k groups, subgroups, relative gain, gain won / lost
 * ``ensemble_size`` – any metric vs ensemble size (Ko et al. 2023, App. A.1 sampling)
 * ``churn``         – churn between models, mean pairwise churn, Pearson r
 * ``randomness``    – L1 distance / variance of accuracy trajectories
@@ -51,6 +51,7 @@ from .groups import (
     accuracy,
     bottom_k_classes,
     class_mask,
+    gain_won_lost,
     group_accuracy,
     per_class_accuracy,
     relative_gain,
@@ -78,7 +79,7 @@ __all__ = [
     "mean_probs", "geometric_mean_probs", "score_average", "majority_vote",
     # groups
     "accuracy", "per_class_accuracy", "top_k_classes", "bottom_k_classes", "class_mask",
-    "group_accuracy", "subgroup_accuracy", "relative_gain",
+    "group_accuracy", "gain_won_lost", "subgroup_accuracy", "relative_gain",
     # ensemble size
     "EnsembleSizeCurve", "ensemble_size_curve", "mean_ensemble_size_curve", "subset_means",
     # churn

@@ -18,6 +18,7 @@ from typing import Hashable
 import torch
 
 from ._utils import ArrayLike, as_labels, as_tensor, has_member_dim, predicted_labels
+from .aggregation import mean_probs
 
 
 def _correct(preds: ArrayLike, labels: ArrayLike) -> torch.Tensor:
@@ -174,6 +175,38 @@ def subgroup_accuracy(preds: ArrayLike, labels: ArrayLike, groups: ArrayLike) ->
     right = torch.bincount(index, weights=correct, minlength=len(codes))
     counts = torch.bincount(index, minlength=len(codes))
     return {g: float(r / n) for g, r, n in zip(codes.tolist(), right.tolist(), counts.tolist())}
+
+
+def gain_won_lost(member_preds: ArrayLike, labels: ArrayLike, classes: ArrayLike | None = None) -> tuple[float, float]:
+    """The ensemble's gain over its average member, split into answers won and answers lost.
+
+    With q_n the share of members right on example n and e_n = 1 when the probability-averaged
+    ensemble is right: won = mean of e_n (1 - q_n) (examples the ensemble gets right, weighted by
+    the share of members that were wrong), lost = mean of (1 - e_n) q_n (examples it gets wrong,
+    weighted by the share that were right). won - lost = ensemble accuracy - mean member accuracy
+    exactly: a member that is right in a minority is outvoted, and that is where a gain is lost.
+
+    Args:
+        member_preds: (M, N, C) member scores (probabilities for the average).
+        labels: (N,) int labels.
+        classes: the group's class indices, or None for every example.
+
+    Returns:
+        (won, lost) as fractions of the group's examples.
+    """
+    probs = as_tensor(member_preds)
+    if probs.ndim != 3:
+        raise ValueError("member_preds must be (M, N, C) member scores")
+    members_right = _correct(probs, labels).double().mean(0)                  # q_n
+    ensemble_right = _correct(mean_probs(probs), labels).double()             # e_n
+    if classes is not None:
+        mask = class_mask(labels, classes).to(members_right.device)
+        if not mask.any():
+            raise ValueError("no example belongs to the given classes")
+        members_right, ensemble_right = members_right[mask], ensemble_right[mask]
+    won = float((ensemble_right * (1 - members_right)).mean())
+    lost = float(((1 - ensemble_right) * members_right).mean())
+    return won, lost
 
 
 def relative_gain(ensemble_value, single_value):
