@@ -36,7 +36,8 @@ def pool_configs(base: TrainConfig, pools) -> dict[str, TrainConfig]:
     return configs
 
 
-def classes_churn(probs: torch.Tensor, y: torch.Tensor, classes, pairs: int = 100, seed: int = 0) -> tuple[float, float]:
+def classes_churn(probs: torch.Tensor, y: torch.Tensor, classes, pairs: int = 100,
+                  seed: int = 0) -> tuple[float, float]:
     """Mean pairwise churn (%) of the members on a group of classes (None: all examples), and
     its part where exactly one model of the pair is right (%).
 

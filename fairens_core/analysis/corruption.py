@@ -10,8 +10,9 @@ Pipeline: `corrupted_probs` runs the members on every corrupted copy of the test
 `average_over_corruptions` adds the average over corruption types that the paper plots;
 `severity_curves` gives the gain against ensemble size (Fig. 3 right); `severity_trend`
 summarises how the gain moves with severity; `severity_disagreement` follows the members'
-disagreement (the paper's explanation of where the gain goes, §4.1) and how the vote resolves it. `signal_examples` and `image_grid` show what the
-corruptions do to one input (the analogue of the paper's Fig. 20).
+disagreement (the paper's explanation of where the gain goes, §4.1) and how the vote resolves
+it. `signal_examples` and `image_grid` show what the corruptions do to one input (the analogue
+of the paper's Fig. 20).
 """
 
 from __future__ import annotations
