@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fairens_core.analysis import efficiency as E
+from fairens_core.config import TrainConfig
 from fairens_core.records import RunRecord
 
 
@@ -246,3 +247,39 @@ def test_mean_geometric_gain():
     table = pd.DataFrame({"width": [1] * 6, "n": [1, 1, 2, 2, 3, 3], "aggregation": ["arithmetic", "geometric"] * 3,
                           "accuracy": [0.8, 0.8, 0.85, 0.86, 0.9, 0.9]})
     assert E.mean_geometric_gain(table) == pytest.approx(0.005)
+
+
+# --------------------------------------------------------------------------- training length
+
+def _all_right(pool):
+    probs, _ = pool
+    right = torch.zeros_like(probs)
+    right[:, 0, 1] = right[:, 1, 0] = 1.0  # every member right on both examples
+    return right
+
+
+def test_pair_summary_by_hand(pool):
+    narrow = _record(0.5, pool[0], flops=1000)  # members right on 1, 1 and 2 of 2 examples
+    wide = _record(1, _all_right(pool), flops=3000)
+    row = E.pair_summary([narrow, wide], draws=10).iloc[0]
+    assert (row.narrow, row.wide) == (0.5, 1)
+    assert row.step == pytest.approx(1 - 2 / 3)
+    # the wide members never err, so the SE is the narrow members' std / sqrt(3)
+    assert row.step_se == pytest.approx(np.std([0.5, 0.5, 1.0], ddof=1) / np.sqrt(3))
+    # within 3,000 FLOPs the 3-member geometric ensemble gets both right, as the wide single model does
+    assert row.margin == pytest.approx(0.0)
+
+
+def test_training_length_sweep_skips_lengths_not_trained(pool, monkeypatch):
+    def available(base, widths):
+        if base.epochs == 7:
+            return [], list(widths)
+        return [_record(0.5, pool[0], flops=1000), _record(1, _all_right(pool), flops=3000)], []
+
+    monkeypatch.setattr(E, "available_width_family", available)
+    frame, skipped = E.training_length_sweep(TrainConfig(), [0.5, 1], [3, 7, 5], draws=10)
+    assert skipped == [7]
+    assert frame.epochs.tolist() == [3, 5]
+    assert frame.step.tolist() == pytest.approx([1 / 3, 1 / 3])
+    empty, skipped = E.training_length_sweep(TrainConfig(), [0.5, 1], [7], draws=10)
+    assert empty.empty and skipped == [7]

@@ -31,6 +31,8 @@ def test_forgetting_per_epoch_hand_computed():
     frame = F.forgetting_per_epoch(A)
     assert frame[["member", "epoch", "step", "events"]].values.tolist() == [
         [0, 2.0, 20, 1], [0, 3.0, 30, 1], [1, 2.0, 20, 0], [1, 3.0, 30, 0]]
+    # the examples that could be forgotten: right at the evaluation before each transition
+    assert frame["right_before"].tolist() == [3, 2, 2, 3]
     # lr during each transition: 30 steps in all, drops at steps 15 and 23 (ceil of 22.5)
     assert frame["lr"].tolist() == pytest.approx([0.01, 0.001, 0.01, 0.001])
 
@@ -39,7 +41,8 @@ def test_forgetting_summary_means_over_members():
     summary = F.forgetting_summary(F.forgetting_per_epoch(A))
     assert summary["events"].tolist() == [0.5, 0.5]
     assert summary["events_std"].tolist() == pytest.approx([2 ** -0.5] * 2)
-    assert list(summary.columns) == ["epoch", "step", "events", "events_std", "lr"]
+    assert summary["right_before"].tolist() == [2.5, 2.5]
+    assert list(summary.columns) == ["epoch", "step", "events", "events_std", "right_before", "lr"]
 
 
 def test_spawned_records_have_no_lr_column():

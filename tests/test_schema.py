@@ -147,7 +147,8 @@ def test_config_normalises_at_construction():
 # Keys of every profile config before the schema existed (records shipped in records/ are named by them).
 # Changed on purpose since: Part III's default and smoke recipes augment (random shifts), 2026-12-04; Part III's and
 # Part IV's default recipes train 40 epochs, Part II's joint-training sweeps 20, 2026-12-05; Part I's default trains 30
-# epochs and tests on 8,000 signals (PART1_DEFAULT_TRAIN), 2026-12-05.
+# epochs and tests on 8,000 signals (PART1_DEFAULT_TRAIN), 2026-12-05; Part V's default trains 20 epochs and Fig. 1g's
+# forgetting run 40, 2026-12-05.
 EXPECTED_KEYS = {
     "None/default": "7035f5a3a782d547", "None/smoke": "b068097fdbe0f006", "None/full": "0dc56591a996d50b",
     "augmented_objective/default": "7035f5a3a782d547", "augmented_objective/smoke": "b068097fdbe0f006",
@@ -159,8 +160,8 @@ EXPECTED_KEYS = {
     "coupling/default": "fc2c9b1705a72eca", "coupling/smoke": "99b48de0a3e53559", "coupling/full": "4d496301e6b37dc2",
     "coupling/default/second_model_train": "6ab3a049d8be3a5e", "coupling/smoke/second_model_train": "08e3390d16dc6c17",
     "diversity/default": "7fdd2b19b6db61ba", "diversity/smoke": "0ce21c07adc84fe7", "diversity/full": "51403a16b1adfaee",
-    "flops/default": "406676189eaa175b", "flops/smoke": "efab1e51d3e60bc9", "flops/full": "b890a7a202751057",
-    "forgetting/default": "fc2c9b1705a72eca", "forgetting/default/forgetting_train": "44d0277ceed1026a",
+    "flops/default": "24e1fa73fd497441", "flops/smoke": "efab1e51d3e60bc9", "flops/full": "b890a7a202751057",
+    "forgetting/default": "fc2c9b1705a72eca", "forgetting/default/forgetting_train": "3017b71c15203483",
     "forgetting/smoke": "99b48de0a3e53559", "forgetting/smoke/forgetting_train": "9f89056e2eb2240a",
     "forgetting/full": "4d496301e6b37dc2", "forgetting/full/forgetting_train": "e8071859a927fb8b",
     "function_space/default": "fc2c9b1705a72eca", "function_space/smoke": "99b48de0a3e53559",

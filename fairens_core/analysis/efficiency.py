@@ -412,3 +412,38 @@ def slowdown(table: pd.DataFrame, at: int, aggregation: str = "geometric") -> np
 def mean_geometric_gain(table: pd.DataFrame) -> float:
     """Mean of `geometric_minus_arithmetic` over widths and n ≥ 2."""
     return float(geometric_minus_arithmetic(table).difference.mean())
+
+
+# --------------------------------------------------------------------------- training length
+
+
+def pair_summary(records: Sequence[RunRecord], sizes: Sequence[int] | None = None, draws: int = 100,
+                 seed: int = 0) -> pd.DataFrame:
+    """Per pair of consecutive widths of one width family: the wider single model's gain over the
+    narrower one (``step``, `single_steps`) and the best narrow ensemble at the wider model's FLOPs
+    minus it (``margin``, `margins`), both with jackknife standard errors over the seeds."""
+    table = efficiency_table(records, sizes, draws=draws, seed=seed)
+    replicates = jackknife_tables(records, sizes, draws=draws, seed=seed)
+    step, step_se = jackknife(table, replicates, single_steps)
+    margin, margin_se = jackknife(table, replicates, margins)
+    widths = sorted(table.width.unique())
+    return pd.DataFrame({"narrow": widths[:-1], "wide": widths[1:], "step": step, "step_se": step_se,
+                         "margin": margin, "margin_se": margin_se})
+
+
+def training_length_sweep(base: TrainConfig, widths: Sequence[float], epochs: Sequence[int],
+                          sizes: Sequence[int] | None = None, draws: int = 100,
+                          seed: int = 0) -> tuple[pd.DataFrame, list[int]]:
+    """`pair_summary` of the width family trained for each number of ``epochs`` (all else as
+    ``base``): (one frame with an ``epochs`` column, lengths skipped because a width was not
+    trained at this scale)."""
+    frames, skipped = {}, []
+    for length in epochs:
+        records, missing = available_width_family(base.replace(epochs=int(length)), widths)
+        if missing:
+            skipped.append(int(length))
+            continue
+        frames[int(length)] = pair_summary(records, sizes, draws, seed)
+    if not frames:
+        return pd.DataFrame(columns=["epochs", "narrow", "wide", "step", "step_se", "margin", "margin_se"]), skipped
+    return pd.concat(frames, names=["epochs"]).reset_index(level=0).reset_index(drop=True), skipped

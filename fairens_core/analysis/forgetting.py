@@ -62,9 +62,10 @@ def forgetting_per_epoch(record) -> pd.DataFrame:
 
     One row per (member, transition): member, epoch (the epoch at whose end the example is
     found forgotten, i.e. the later evaluation, in epochs), step, events (number of test
-    examples correct at the previous evaluation and wrong at this one), lr (the learning-rate
-    multiplier during the steps of this transition, sampled at its midpoint; only for
-    records without a spawn).
+    examples correct at the previous evaluation and wrong at this one), right_before (the
+    examples correct at the previous evaluation: only these can be forgotten), lr (the
+    learning-rate multiplier during the steps of this transition, sampled at its midpoint; only
+    for records without a spawn).
     """
     traj, steps, y = _trajectory(record)
     cfg = TrainConfig.from_dict(record.config)
@@ -72,8 +73,10 @@ def forgetting_per_epoch(record) -> pd.DataFrame:
     rows = []
     for m in range(traj.shape[0]):
         events = M.forgetting_events_per_epoch(traj[m].float(), y)  # (E - 1,)
+        right = (traj[m].float().argmax(-1) == y).sum(-1)  # (E,)
         for e, n in enumerate(events.tolist(), start=1):
-            rows.append({"member": m, "epoch": float(steps[e]) / spe, "step": int(steps[e]), "events": int(n)})
+            rows.append({"member": m, "epoch": float(steps[e]) / spe, "step": int(steps[e]), "events": int(n),
+                         "right_before": int(right[e - 1])})
     frame = pd.DataFrame(rows)
     if cfg.spawn_step is None and len(frame):
         mid = (frame["step"].to_numpy() - spe / 2).clip(min=0)
@@ -82,10 +85,10 @@ def forgetting_per_epoch(record) -> pd.DataFrame:
 
 
 def forgetting_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over members of :func:`forgetting_per_epoch`, per epoch."""
-    cols = {"events": ["mean", "std"]}
-    out = frame.groupby(["epoch", "step"]).agg(cols)
-    out.columns = ["events", "events_std"]
+    """Mean and standard deviation over members of :func:`forgetting_per_epoch`'s events, and the mean of
+    its right_before, per epoch."""
+    out = frame.groupby(["epoch", "step"]).agg(events=("events", "mean"), events_std=("events", "std"),
+                                              right_before=("right_before", "mean"))
     out = out.reset_index()
     if "lr" in frame:
         out = out.merge(frame.groupby("step")["lr"].first().reset_index(), on="step")
