@@ -206,7 +206,7 @@ def show_claims(claims: Iterable[ClaimLike]) -> None:
     display(claims_bundle(_last_shown), raw=True)
 
 
-_last_shown: list = []  # the rows of the latest show_claims call, for summary()
+_last_shown: list = []  # the rows of the latest show_claims call, for show_summary()
 _MD_SPECIAL = "\\`*_{}[]<>#|$~"
 
 
@@ -267,9 +267,10 @@ def _verdict_word(holds: Optional[bool]) -> str:
     return UNTESTABLE if holds is None else ("holds" if holds else "fails")
 
 
-def summary(rows: Optional[Iterable[ClaimLike]] = None):
+def show_summary(rows: Optional[Iterable[ClaimLike]] = None):
     """:func:`summary_text` as a displayable Markdown object (rows default to the latest
-    :func:`show_claims` call's), for a chapter's closing cell."""
+    :func:`show_claims` call's), for a chapter's closing cell. Not called `summary`: chapters
+    keep DataFrames of that name, which importing it would shadow for a reader re-running a cell."""
     from IPython.display import Markdown
 
     return Markdown(summary_text(_last_shown if rows is None else rows))

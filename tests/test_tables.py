@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fairens_core.claims import Claim, show_claims, summary, summary_text
+from fairens_core.claims import Claim, show_claims, show_summary, summary_text
 from fairens_core.tables import MISSING, describe_vary, label, show
 
 
@@ -58,7 +58,7 @@ def test_summary_counts_and_explains_failures():
 
 def test_summary_defaults_to_the_latest_table():
     show_claims(ROWS)
-    assert summary().data == summary_text(ROWS)
+    assert show_summary().data == summary_text(ROWS)
 
 
 def test_dataset_label_names_a_csv_by_its_file():
