@@ -1,10 +1,12 @@
-"""Claims tables: MIME bundle, JSON round trip through a notebook, nbval comparison."""
+"""Claims tables: MIME bundle, JSON round trip through a notebook, nbval comparison; every failing claim of
+the committed chapters comes with its note."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -194,3 +196,15 @@ def test_claim_or_untestable_keeps_measured_and_gives_the_reason():
     assert (row.holds, row.note, row.addition, row.measured) == (True, "a caveat", True, "+1.0 ± 0.2")
     row = claim_or_untestable("A gains more", "Fig. 1", "+1.0", None, "a caveat", why="two repeats")
     assert row.holds is None and row.measured == "+1.0" and row.note == f"{UNTESTABLE}: two repeats"
+
+
+COMMITTED = sorted(p for p in (Path(__file__).resolve().parents[1] / "book").rglob("*.ipynb")
+                   if ".ipynb_checkpoints" not in p.parts and p.stem != "overview")
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.relative_to(p.parents[2]).as_posix())
+def test_every_failing_claim_of_a_committed_chapter_says_why(path):
+    # the chapter's closing summary lists each failing row with its note: without one, "what does not hold"
+    # would come without its "why" (what the verdict rests on, or how this run differs from the paper's)
+    silent = [r["claim"] for r in read_claims(path) if r["holds"] is False and not r["addition"] and not r["note"]]
+    assert not silent, f"failing claims without a note: {silent}"

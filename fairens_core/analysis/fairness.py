@@ -195,9 +195,10 @@ def rise(curves: pd.DataFrame, group: str, start: int, end: int) -> tuple[float,
 
 
 def two_se_claim(claim: str, paper: str, measured: str, difference: float, se: float, n: int,
-                 min_seeds: int = 3, addition: bool = False):
+                 min_seeds: int = 3, addition: bool = False, note: str = ""):
     """A claims row whose pass rule is "difference > 2 standard errors over seeds"; not testable
-    (with the reason) below `min_seeds` seeds or on an undefined quantity."""
+    (with the reason) below `min_seeds` seeds or on an undefined quantity. `note`: what the verdict
+    rests on, shown beside a tested row."""
     if n < min_seeds:
         return untestable(claim, paper, f"{n} seeded pool(s), the rule needs {min_seeds}", measured=measured,
                           addition=addition)
@@ -205,7 +206,7 @@ def two_se_claim(claim: str, paper: str, measured: str, difference: float, se: f
     if verdict is None:
         return untestable(claim, paper, "the quantity is undefined in this run", measured=measured,
                           addition=addition)
-    return Claim(claim, paper, measured, verdict, addition=addition)
+    return Claim(claim, paper, measured, verdict, note, addition=addition)
 
 
 def describe(value: float, se: float, digits: int = 1, unit: str = "") -> str:
