@@ -198,11 +198,11 @@ def test_claim_or_untestable_keeps_measured_and_gives_the_reason():
     assert row.holds is None and row.measured == "+1.0" and row.note == f"{UNTESTABLE}: two repeats"
 
 
-COMMITTED = sorted(p for p in (Path(__file__).resolve().parents[1] / "book").rglob("*.ipynb")
-                   if ".ipynb_checkpoints" not in p.parts and p.stem != "overview")
+BOOK = Path(__file__).resolve().parents[1] / "book"
+COMMITTED = sorted(p for p in BOOK.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts and p.stem != "overview")
 
 
-@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.relative_to(p.parents[2]).as_posix())
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.relative_to(BOOK).as_posix())
 def test_every_failing_claim_of_a_committed_chapter_says_why(path):
     # the chapter's closing summary lists each failing row with its note: without one, "what does not hold"
     # would come without its "why" (what the verdict rests on, or how this run differs from the paper's)
