@@ -314,24 +314,29 @@ CHAPTERS: dict[str, dict[str, dict]] = {
 
 
 # Part III (the coupling paper, coupling and re-initialisation). The four chapters train with one recipe,
-# so they share records: half-width cnn1d members, 80 epochs on mnist1d (members ~94%, near convergence, as
-# the paper's ResNet-20s are; a child given T more steps after the fork is otherwise simply better
-# trained: at 10 epochs (~62%) extended training looks like it restores the gain, and at 40 (~92%) the
-# coupled-to-T/4 children, trained T more steps, made an ensemble above the no-coupling one, leaving
-# re-initialisation nothing to restore; measured 2026-12-05: members 91.7 / 93.6 / 94.4% at 40 / 80 /
-# 120 epochs, and at 80 the children coupled to T/4 ensemble 0.7 pts below no coupling), with a cosine schedule
-# after a short warm-up (like the paper's step schedule, and unlike the book's one-cycle recipe,
-# the learning rate is high from the first epoch on: with a 2.5-epoch warm-up the parent hardly
-# moves before the peak, and a flat multistep phase at 0.1 leaves some re-initialised children
-# stuck); every epoch's test predictions are kept (forgetting events). Spawn times are fractions
+# so they share records: half-width cnn1d_bn members (with batch norm, as the paper's ResNet-20s), 80 epochs
+# on mnist1d (members ~94%, near convergence, as the paper's ResNet-20s are; a child given T more steps
+# after the fork is otherwise simply better trained: with cnn1d, at 10 epochs (~62%) extended training
+# looks like it restores the gain, and at 40 (~92%) the coupled-to-T/4 children, trained T more steps,
+# made an ensemble above the no-coupling one, leaving re-initialisation nothing to restore; measured
+# 2026-12-05: members 91.7 / 93.6 / 94.4% at 40 / 80 / 120 epochs, and at 80 the children coupled to
+# T/4 ensemble 0.7 pts below no coupling), with a cosine schedule
+# after a one-epoch warm-up (like the paper's step schedule, and unlike the book's one-cycle recipe,
+# the learning rate is high from the first epochs on, and the parent has learned before the earliest
+# fork at T/32 = 2.5 epochs). Without batch norm this recipe was unstable at lr 0.1 (measured
+# 2026-12-05, members' and children's accuracies only, 3 seeds): with a 0.5-epoch warm-up children
+# re-initialised from the input at T/4 ended at 9.4-87 % (one at chance), with 1 epoch they recovered
+# (87.6-95 %) but members of ordinary runs fell to 78-80 %; cnn1d_bn's 60 members and children of the
+# same probe (no coupling, coupled at 0, re-initialised from the input or whole at T/4) all ended
+# at 93.0-95.6 %. Every epoch's test predictions are kept (forgetting events). Spawn times are fractions
 # of the T training steps: 0 (shared init only), log-spaced from T/32 to T/2, and 3T/4. K: ensemble size.
-# Default: 5 members per condition, ~10 s of 2 CPU cores per ensemble. Full: half-width fastcnn on
+# Default: 5 members per condition, ~15 s of 2 CPU cores per ensemble. Full: half-width fastcnn on
 # CIFAR-10 (GPU; the paper uses ResNet-20), without label smoothing (the chapters measure calibration).
 _PART3 = {
     # random shifts: after the fork children differ in augmentation as well as batch order (the
     # paper's CIFAR recipe augments); mnist1d's default recipe has no augmentation otherwise
-    "default": dict(train=dict(width=0.5, members=5, epochs=80, schedule="cosine", warmup_epochs=0.5,
-                               augment=("shift",), track_predictions=-1),
+    "default": dict(train=dict(model="cnn1d_bn", width=0.5, members=5, epochs=80, schedule="cosine",
+                               warmup_epochs=1, augment=("shift",), track_predictions=-1),
                     spawn_fractions=[0, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4], K=5),
     "smoke": dict(train=dict(members=3, schedule="cosine", warmup_epochs=0.5, augment=("shift",),
                              track_predictions=-1),
@@ -368,8 +373,8 @@ CHAPTERS.update({
     # Part III ch. 4 (§3, Fig. 1i-j, 3): children spawned at reinit_spawn (a fraction of training,
     # one of the spawn_fractions, so that the no-re-init record is chapter coupling's) with a
     # share of the parameters re-initialised from the input or the output side. fractions None:
-    # every layer boundary of the model (cnn1d has four layers); pairs: child pairs whose linear
-    # path is evaluated at `alphas` points.
+    # every layer boundary of the model (cnn1d_bn has four: a batch norm joins its convolution);
+    # pairs: child pairs whose linear path is evaluated at `alphas` points.
     "reinit": {
         "default": dict(_PART3["default"], reinit_spawn=1 / 4, fractions=None, pairs=2, alphas=11, repeats=3),
         "smoke": dict(_PART3["smoke"], reinit_spawn=1 / 4, fractions=None, pairs=1, alphas=5, repeats=1),

@@ -409,10 +409,12 @@ def spawn(cfg, parent, members, device, ds):
     ens, opt, history = parent
     n = len(members)
     state = {k: v.expand(n, *v.shape[1:]).clone() for k, v in ens.state_stacked().items()}
-    for name in reinit_names(ens.parameter_counts(), cfg.reinit_fraction, cfg.reinit_from):
-        for i, m in enumerate(members):
-            fresh = init_member(cfg, ds.input_shape, ds.num_classes, rnd.derive_seed(cfg.seed, "reinit", m))
-            state[name][i] = dict(fresh.named_parameters())[name].detach()
+    names = reinit_names(ens.parameter_counts(), cfg.reinit_fraction, cfg.reinit_from)
+    for i, m in enumerate(members if names else ()):
+        fresh = dict(init_member(cfg, ds.input_shape, ds.num_classes,
+                                 rnd.derive_seed(cfg.seed, "reinit", m)).named_parameters())
+        for name in names:
+            state[name][i] = fresh[name].detach()
     children = build_ensemble(cfg, [ens.member(0)] * n, device)
     children.load_stacked(to_device(state, device))
     child_opt = make_optimizer(cfg, children.parameters())

@@ -41,6 +41,23 @@ def test_layer_fractions_on_the_real_network():
         assert chosen == [set(sum(tensors[:i + 1], [])) for i in range(len(tensors))]
 
 
+def test_a_batch_norm_joins_the_convolution_before_it():
+    cfg = BASE.replace(model="cnn1d_bn", width=0.5)
+    counts = R.parameter_counts(cfg, (1, 40), 10)
+    layer_of = R.parameter_layers(cfg, (1, 40), 10)
+    assert set(layer_of) == {name for name, _ in counts}
+    table = R.layer_table(counts, layer_of)
+    assert table["layer"].tolist() == ["features.0", "features.3", "features.6", "fc"]
+    assert table["tensors"].tolist()[0] == ["features.0.weight", "features.1.weight", "features.1.bias"]
+    plan = R.reinit_plan(counts, layer_of=layer_of)
+    assert plan["side"].tolist() == ["input"] * 3 + ["output"] * 3 + ["all"]
+    assert plan["layers"].tolist() == [1, 2, 3, 1, 2, 3, 4]
+    # without batch norm every module with parameters is a layer of its own, as by default
+    plain = BASE.replace(width=0.5)
+    counts = R.parameter_counts(plain, (1, 40), 10)
+    assert R.layer_table(counts, R.parameter_layers(plain, (1, 40), 10)).equals(R.layer_table(counts))
+
+
 def test_reinit_plan_by_layers():
     plan = R.reinit_plan(COUNTS)
     assert plan[["side", "reinit_from", "layers"]].values.tolist() == [

@@ -44,8 +44,34 @@ def parameter_counts(cfg: TrainConfig, input_shape, num_classes: int) -> list[tu
     return [(name, p.numel()) for name, p in model.named_parameters()]
 
 
-def layer_table(counts: Sequence[tuple[str, int]]) -> pd.DataFrame:
-    """Parameter tensors grouped into layers (the module that owns them), in data-flow order.
+NORMALISATIONS = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm)
+
+
+def parameter_layers(cfg: TrainConfig, input_shape, num_classes: int) -> dict[str, str]:
+    """{parameter tensor: its layer} for `cfg`'s model: the module that owns it, except that a
+    normalisation (batch, layer or group norm) belongs to the weight layer before it, so that a
+    convolution and its batch norm are re-initialised together, as one layer."""
+    model = build_model(cfg.model, tuple(input_shape), num_classes, width=cfg.width, dropout=cfg.dropout)
+    layers, previous = {}, None
+    for module_name, module in model.named_modules():
+        own = [f"{module_name}.{n}" if module_name else n for n, _ in module.named_parameters(recurse=False)]
+        if not own:
+            continue
+        layer = previous if isinstance(module, NORMALISATIONS) and previous is not None else module_name
+        layers.update(dict.fromkeys(own, layer))
+        previous = layer
+    return layers
+
+
+def _layer(name: str, layer_of: Mapping[str, str] | None) -> str:
+    if layer_of is not None:
+        return layer_of[name]
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def layer_table(counts: Sequence[tuple[str, int]], layer_of: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Parameter tensors grouped into layers, in data-flow order: by `layer_of` ({tensor: layer},
+    e.g. :func:`parameter_layers`), or by default by the module that owns them.
 
     Columns: layer, tensors (names), parameters, share (of all parameters),
     share_from_input / share_from_output (cumulative share up to and including this layer,
@@ -53,8 +79,7 @@ def layer_table(counts: Sequence[tuple[str, int]]) -> pd.DataFrame:
     """
     layers: dict[str, list] = {}
     for name, n in counts:
-        layer = name.rsplit(".", 1)[0] if "." in name else name
-        layers.setdefault(layer, []).append((name, n))
+        layers.setdefault(_layer(name, layer_of), []).append((name, n))
     total = sum(n for _, n in counts)
     rows = [{"layer": k, "tensors": [n for n, _ in v], "parameters": sum(c for _, c in v)} for k, v in layers.items()]
     frame = pd.DataFrame(rows)
@@ -64,7 +89,8 @@ def layer_table(counts: Sequence[tuple[str, int]]) -> pd.DataFrame:
     return frame
 
 
-def layer_fractions(counts: Sequence[tuple[str, int]], side: str) -> list[float]:
+def layer_fractions(counts: Sequence[tuple[str, int]], side: str,
+                    layer_of: Mapping[str, str] | None = None) -> list[float]:
     """Nominal `reinit_fraction`s that re-initialise exactly the first 1, 2, ... layers from `side`.
 
     Each is the cumulative parameter share of those layers minus half a parameter, so the
@@ -72,7 +98,7 @@ def layer_fractions(counts: Sequence[tuple[str, int]], side: str) -> list[float]
     """
     if side not in SIDES:
         raise ValueError(f"side={side!r}: choose one of {list(SIDES)}")
-    table = layer_table(counts)
+    table = layer_table(counts, layer_of)
     total = sum(n for _, n in counts)
     sizes = table["parameters"].tolist()
     if side == "output":
@@ -82,13 +108,13 @@ def layer_fractions(counts: Sequence[tuple[str, int]], side: str) -> list[float]
 
 
 def reinit_plan(counts: Sequence[tuple[str, int]], fractions: Sequence[float] | None = None,
-                sides: Sequence[str] = SIDES) -> pd.DataFrame:
+                sides: Sequence[str] = SIDES, layer_of: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The distinct re-initialisations to train: one row per (side, set of tensors).
 
     fractions: nominal `reinit_fraction`s in (0, 1]; None: every layer boundary
-    (:func:`layer_fractions`). Fractions that select the same tensors as a smaller one on
-    the same side are dropped. Re-initialising every tensor is the same run from either side;
-    it is kept once, as side "all" (trained with reinit_from="input").
+    (:func:`layer_fractions`, with layers as `layer_of` groups them). Fractions that select the
+    same tensors as a smaller one on the same side are dropped. Re-initialising every tensor is
+    the same run from either side; it is kept once, as side "all" (trained with reinit_from="input").
 
     Columns: side, fraction (nominal, what the config gets), reinit_from, share (of all
     parameters actually re-initialised), tensors (their names), layers (how many layers they
@@ -99,7 +125,7 @@ def reinit_plan(counts: Sequence[tuple[str, int]], fractions: Sequence[float] | 
     everything = {n for n, _ in counts}
     rows, seen = [], set()
     for side in sides:
-        grid = layer_fractions(counts, side) if fractions is None else sorted(fractions)
+        grid = layer_fractions(counts, side, layer_of) if fractions is None else sorted(fractions)
         for f in grid:
             if not 0 < f <= 1:
                 raise ValueError(f"re-initialised fractions must be in (0, 1]: {f}")
@@ -114,7 +140,7 @@ def reinit_plan(counts: Sequence[tuple[str, int]], fractions: Sequence[float] | 
             seen.add(key)
             rows.append({"side": side_label, "fraction": f, "reinit_from": from_,
                          "share": sum(sizes[n] for n in names) / total, "tensors": names,
-                         "layers": len({n.rsplit(".", 1)[0] for n in names})})
+                         "layers": len({_layer(n, layer_of) for n in names})})
     frame = pd.DataFrame(rows)
     if len(frame):
         order = {s: i for i, s in enumerate([*SIDES, "all"])}
