@@ -338,7 +338,7 @@ _PART3 = {
     "default": dict(train=dict(model="cnn1d_bn", width=0.5, members=5, epochs=80, schedule="cosine",
                                warmup_epochs=1, augment=("shift",), track_predictions=-1),
                     spawn_fractions=[0, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4], K=5),
-    "smoke": dict(train=dict(members=3, schedule="cosine", warmup_epochs=0.5, augment=("shift",),
+    "smoke": dict(train=dict(model="cnn1d_bn", members=3, schedule="cosine", warmup_epochs=0.5, augment=("shift",),
                              track_predictions=-1),
                   spawn_fractions=[0, 1 / 4, 1 / 2], K=3),
     "full": dict(train=dict(width=0.5, members=5, schedule="cosine", warmup_epochs=1, label_smoothing=0.0,

@@ -20,7 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fairens_core import data
+from fairens_core.data import files as data_files
+from fairens_core.data import generated, images, tabular
 from fairens_core.data import DATASETS, Dataset, DatasetNotFoundError, cache_dir, data_root, load_dataset
 
 REAL_DATA = os.environ.get("FAIRENS_DATA")  # read before the fixture below hides it
@@ -126,7 +127,7 @@ def test_invalid_option_values_name_the_parameter(tmp_path, name, options, param
     ],
 )
 def test_missing_files_raise_dataset_not_found_naming_the_path(tmp_path, monkeypatch, name, options, expected):
-    monkeypatch.setattr(data, "EMBEDDED_DIR", tmp_path / "no-embedded-data")  # adult, abalone: not shipped
+    monkeypatch.setattr(data_files, "EMBEDDED_DIR", tmp_path / "no-embedded-data")  # adult, abalone: not shipped
     with pytest.raises(DatasetNotFoundError) as error:
         load_dataset(name, tmp_path, **options)
     assert isinstance(error.value, FileNotFoundError)
@@ -179,8 +180,8 @@ def test_mnist1d_shapes_determinism_and_cache(monkeypatch):
     assert np.array_equal(np.random.get_state()[1], numpy_state) and random.getstate() == python_state
 
     assert len(list(cache_dir().glob("mnist1d-*.npz"))) == 1
-    fresh = data._generate_mnist1d(200, 3, 0.2)
-    monkeypatch.setattr(data, "_generate_mnist1d", lambda *args: pytest.fail("cache not used"))
+    fresh = generated._generate_mnist1d(200, 3, 0.2)
+    monkeypatch.setattr(generated, "_generate_mnist1d", lambda *args: pytest.fail("cache not used"))
     cached = load_dataset("mnist1d", n_samples=200, seed=3)
     for split in ("x_train", "y_train", "x_test", "y_test"):
         assert torch.equal(getattr(cached, split), torch.from_numpy(fresh[split]))
@@ -296,7 +297,7 @@ def test_cifar10_reads_the_python_batches(tmp_path):
     assert ds.y_train.dtype == torch.int64
     assert ds.x_train[2, :, 5, 7].tolist() == [20, 120, 220]  # batch 2, image 0: channels in R, G, B order
     assert ds.x_test[1, :, 31, 0].tolist() == [1, 101, 201]
-    assert ds.mean == data.CIFAR10_MEAN and ds.std == data.CIFAR10_STD
+    assert ds.mean == images.CIFAR10_MEAN and ds.std == images.CIFAR10_STD
 
 
 def test_cifar10_incomplete_folder_names_the_missing_file(tmp_path):
@@ -323,7 +324,7 @@ def test_cifar100_fine_and_coarse(tmp_path, label, y_train, classes):
     assert ds.y_train.tolist() == y_train and ds.num_classes == classes
     assert ds.classes[-1] == f"{label}{classes - 1}"
     assert ds.x_test[0, :, 0, 0].tolist() == [50, 150, 250]
-    assert ds.mean == data.CIFAR100_MEAN
+    assert ds.mean == images.CIFAR100_MEAN
 
 
 def test_svhn_reads_mat_files_and_maps_label_10_to_0(tmp_path):
@@ -427,12 +428,12 @@ def test_imagefolder_caches_decoded_tensors_and_notices_changes(tmp_path, monkey
     first = load_dataset("imagefolder", path=archive)
     assert len(list(cache_dir().glob("imagefolder-pets-*.pt"))) == 1
 
-    decode = data._decode_images
-    monkeypatch.setattr(data, "_decode_images", lambda *a, **k: pytest.fail("cache not used"))
+    decode = images._decode_images
+    monkeypatch.setattr(images, "_decode_images", lambda *a, **k: pytest.fail("cache not used"))
     again = load_dataset("imagefolder", path=archive)
     assert torch.equal(again.x_train, first.x_train) and again.classes == first.classes
 
-    monkeypatch.setattr(data, "_decode_images", decode)
+    monkeypatch.setattr(images, "_decode_images", decode)
     write_image_tree(tmp_path / "pets", per_class=3)
     zip_tree(tmp_path / "pets", archive)
     os.utime(archive, ns=(0, 10**18))  # a new mtime even on coarse clocks
@@ -442,10 +443,10 @@ def test_imagefolder_caches_decoded_tensors_and_notices_changes(tmp_path, monkey
 def test_imagefolder_worker_pool_gives_the_same_tensors(tmp_path, monkeypatch):
     write_image_tree(tmp_path / "pets")
     archive = zip_tree(tmp_path / "pets", tmp_path / "pets.zip")
-    monkeypatch.setattr(data, "_DECODE_CHUNK", 2)  # several chunks, so the pool is used
+    monkeypatch.setattr(images, "_DECODE_CHUNK", 2)  # several chunks, so the pool is used
     members = [n for n in zipfile.ZipFile(archive).namelist() if n.endswith(".png")]
-    pooled = data._decode_images(archive, members, num_workers=2)
-    serial = data._decode_images(archive, members, num_workers=0)
+    pooled = images._decode_images(archive, members, num_workers=2)
+    serial = images._decode_images(archive, members, num_workers=0)
     assert pooled.shape == (12, 3, 4, 6) and torch.equal(pooled, serial)
 
 
@@ -495,7 +496,7 @@ def write_celeba(root: Path) -> np.ndarray:
     base = root / "celeba"
     rng = np.random.default_rng(0)
     values = rng.integers(0, 2, size=(len(CELEBA_FILES), 40))
-    lines = [str(len(CELEBA_FILES)), " ".join(data.CELEBA_ATTRIBUTES) + " "]
+    lines = [str(len(CELEBA_FILES)), " ".join(images.CELEBA_ATTRIBUTES) + " "]
     for file, row in zip(CELEBA_FILES, values):
         lines.append(file + " " + " ".join(f"{2 * v - 1:2d}" for v in row))
     base.mkdir(parents=True)
@@ -511,7 +512,7 @@ def write_celeba(root: Path) -> np.ndarray:
 
 def test_celeba_target_and_group(tmp_path):
     values = write_celeba(tmp_path)
-    smiling, young = data.CELEBA_ATTRIBUTES.index("Smiling"), data.CELEBA_ATTRIBUTES.index("Young")
+    smiling, young = images.CELEBA_ATTRIBUTES.index("Smiling"), images.CELEBA_ATTRIBUTES.index("Young")
     ds = load_dataset("celeba", tmp_path, target="Smiling", group="Young", image_size=16)
     assert_split_shapes(ds, 2, 2, (3, 16, 16), torch.uint8)
     assert ds.y_train.tolist() == values[[0, 1], smiling].tolist()
@@ -524,7 +525,7 @@ def test_celeba_target_and_group(tmp_path):
 
     default = load_dataset("celeba", tmp_path)
     assert default.input_shape == (3, 32, 32) and "Male" in default.groups_train
-    assert default.y_train.tolist() == values[[0, 1], data.CELEBA_ATTRIBUTES.index("Blond_Hair")].tolist()
+    assert default.y_train.tolist() == values[[0, 1], images.CELEBA_ATTRIBUTES.index("Blond_Hair")].tolist()
 
 
 # --------------------------------------------------------------------------------------------
@@ -664,7 +665,7 @@ def test_csv_drop_categorical_and_log_columns(tmp_path):
 
     # the log is taken before standardising with the train statistics
     table = pd.read_csv(tmp_path / "houses.csv", na_values="?").dropna().reset_index(drop=True)
-    train_rows, test_rows = data._split_indices(len(table), 0.2, 0, None)
+    train_rows, test_rows = tabular.split_indices(len(table), 0.2, 0, None)
     log_area = np.log1p(table["area"].to_numpy())
     mean, std = log_area[train_rows].mean(), log_area[train_rows].std()
     assert np.allclose(ds.x_test[:, area].numpy(), (log_area[test_rows] - mean) / std, atol=1e-5)
@@ -724,9 +725,9 @@ def test_embedded_abalone(tmp_path):
 def test_embedded_data_is_package_data_with_its_licence(repo_root):
     pyproject = (repo_root / "pyproject.toml").read_text()
     assert '"datasets/*.xz"' in pyproject and '"datasets/LICENSE"' in pyproject
-    names = sorted(p.name for p in data.EMBEDDED_DIR.iterdir())
+    names = sorted(p.name for p in data_files.EMBEDDED_DIR.iterdir())
     assert names == ["LICENSE", "README.md", "abalone.data.xz", "adult.data.xz", "adult.test.xz"]
-    assert "CC BY 4.0" in (data.EMBEDDED_DIR / "README.md").read_text()
+    assert "CC BY 4.0" in (data_files.EMBEDDED_DIR / "README.md").read_text()
 
 
 def test_data_root_copy_wins_over_the_embedded_one(tmp_path):
@@ -743,7 +744,7 @@ def test_embedded_copy_equals_the_shared_files(tmp_path, name, files):
     if not all((SHARED_DATA / f).exists() for f in files):
         pytest.skip(f"{SHARED_DATA} does not hold {files}")
     for file in files:
-        embedded = lzma.decompress((data.EMBEDDED_DIR / f"{Path(file).name}.xz").read_bytes())
+        embedded = lzma.decompress((data_files.EMBEDDED_DIR / f"{Path(file).name}.xz").read_bytes())
         assert embedded == (SHARED_DATA / file).read_bytes()
     from_root, embedded = load_dataset(name, SHARED_DATA), load_dataset(name, tmp_path)
     for split in ("x_train", "y_train", "x_test", "y_test"):
@@ -778,5 +779,5 @@ def test_real_cifar10_jpeg_zip():
     assert ds.classes[:3] == ["airplane", "automobile", "bird"] and ds.num_classes == 10
     assert torch.bincount(ds.y_train).tolist() == [5000] * 10
     assert torch.bincount(ds.y_test).tolist() == [1000] * 10
-    mean, _ = data._channel_stats(ds.x_train)
-    assert mean == pytest.approx(data.CIFAR10_MEAN, abs=0.002)  # JPEG keeps the colour statistics
+    mean, _ = images._channel_stats(ds.x_train)
+    assert mean == pytest.approx(images.CIFAR10_MEAN, abs=0.002)  # JPEG keeps the colour statistics
