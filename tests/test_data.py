@@ -20,9 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
+from fairens_core.data import DATASETS, Dataset, DatasetNotFoundError, cache_dir, data_root, load_dataset
 from fairens_core.data import files as data_files
 from fairens_core.data import generated, images, tabular
-from fairens_core.data import DATASETS, Dataset, DatasetNotFoundError, cache_dir, data_root, load_dataset
 
 REAL_DATA = os.environ.get("FAIRENS_DATA")  # read before the fixture below hides it
 # The development machines' copy of the UCI files the package embeds (absent on a user's machine).

@@ -33,13 +33,6 @@ from .images import (load_celeba, load_cifar10, load_cifar10_jpeg, load_cifar100
                      load_tinyimagenet)
 from .tabular import load_abalone, load_adult, load_csv
 
-__all__ = [
-    "DATASETS", "TASKS", "Dataset", "DatasetNotFoundError", "cache_dir", "data_root", "load_dataset", "prepare_inputs",
-    "load_abalone", "load_adult", "load_celeba", "load_cifar10", "load_cifar100", "load_cifar10_jpeg", "load_csv",
-    "load_diabetes", "load_digits", "load_imagefolder", "load_mnist1d", "load_svhn", "load_synthetic",
-    "load_tinyimagenet",
-]  # fmt: skip
-
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "mnist1d": load_mnist1d,
     "digits": load_digits,
@@ -56,6 +49,9 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "diabetes": load_diabetes,
     "csv": load_csv,
 }
+
+__all__ = ["DATASETS", "TASKS", "Dataset", "DatasetNotFoundError", "cache_dir", "data_root", "load_dataset",
+           "prepare_inputs", *(loader.__name__ for loader in DATASETS.values())]
 
 
 def prepare_inputs(x: torch.Tensor, mean, std, device) -> torch.Tensor:
