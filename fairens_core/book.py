@@ -25,7 +25,8 @@ command exits non-zero. ``jupyter-book build`` does not execute anything itself
 Two maintainer actions write into the repository instead:
 
 ``--update-notebooks`` executes the chosen chapters in place, so that the committed
-notebooks are the executed ones (commit them afterwards).
+notebooks are the executed ones (commit them afterwards). Every executed notebook records the
+kind of CPU it ran on (metadata ``fairens.executed_on``, see :mod:`fairens_core.machine`).
 
 ``--full`` executes the chosen chapters with ``profile="full"`` into
 ``book/full/<part>/<chapter>.ipynb`` (the book's "At full scale" part), reading run records
@@ -53,6 +54,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .claims import caption, read_claims
+from .machine import cpu_signature
 
 INJECTED_TAG = "injected-parameters"
 PRELUDE_TAG = "fairens-prelude"
@@ -234,6 +236,9 @@ def run_chapter(path: Path, parameters: dict, kernel: str = "python3",
         done = nbformat.read(str(out), as_version=4)
     done.cells = [c for c in done.cells if PRELUDE_TAG not in c.get("metadata", {}).get("tags", [])]
     _strip_run_metadata(done)
+    # the outputs are bitwise reproducible on this kind of CPU with the kernel's thread count only
+    kernel_threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or None  # set by --jobs, else torch's default
+    done.metadata.setdefault("fairens", {})["executed_on"] = cpu_signature(kernel_threads)
     nbformat.write(done, str(output or path))
     return None
 

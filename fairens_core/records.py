@@ -84,6 +84,22 @@ def record_dirs() -> list[Path]:
     return [cache_root() / "records", *extra]
 
 
+def softmax_on_any_cpu(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension as float32, the same bits on every kind of x86 CPU.
+
+    `torch.softmax` adds the exponentials with vector instructions whose width (AVX2 or AVX-512)
+    sets the order of the additions, so its last bit depends on the CPU, and ties between classes
+    (common in float16 records) would break differently from one machine to the next. Here the
+    exponentials (elementwise, the same everywhere) are added class by class, in float64.
+    """
+    z = logits.double()
+    exps = (z - z.amax(-1, keepdim=True)).exp()
+    total = exps[..., 0].clone()
+    for c in range(1, exps.shape[-1]):
+        total += exps[..., c]
+    return (exps / total.unsqueeze(-1)).float()
+
+
 @dataclass
 class RunRecord:
     config: dict
@@ -111,8 +127,8 @@ class RunRecord:
         return self.test_logits.float()
 
     def probs(self) -> torch.Tensor:
-        """(M, N, C) float32 test probabilities."""
-        return self.logits().softmax(-1)
+        """(M, N, C) float32 test probabilities, the same bits on every CPU (`softmax_on_any_cpu`)."""
+        return softmax_on_any_cpu(self.logits())
 
     def member_accuracy(self) -> torch.Tensor:
         """(M,) test accuracy of each member."""

@@ -177,11 +177,15 @@ def accuracy_by_size(probs: torch.Tensor, y: torch.Tensor, sizes: Sequence[int] 
     Returns one row per (n, aggregation): n, aggregation, accuracy (mean over the sets),
     accuracy_std, subsets (number of sets).
     """
-    probs = torch.as_tensor(probs)
+    # The same bits on every CPU, so that ties (common in float16 records) break the same way: sums in
+    # float64, element by element (`subset_means`), and logs rounded to float32, which absorbs the last-bit
+    # differences between torch's vector and scalar log (its choice depends on vector width and threads).
+    probs = torch.as_tensor(probs, dtype=torch.float64)
     classes = probs.shape[-1]
     # the log-probabilities once per pool: the geometric mean's argmax is that of the mean log-probability
     # (eq. 1 normalised is softmax(mean log p)), so a subset needs only two means, not a fresh log
-    stacked = torch.cat([probs, torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))], dim=-1)
+    logs = torch.log(probs.clamp_min(torch.finfo(torch.float32).tiny)).float().double()
+    stacked = torch.cat([probs, logs], dim=-1)
 
     def metric(ens):
         return {"arithmetic": M.accuracy(ens[..., :classes], y), "geometric": M.accuracy(ens[..., classes:], y)}

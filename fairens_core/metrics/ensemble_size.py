@@ -104,15 +104,18 @@ def ensemble_size_curve(
 
 
 def subset_means(member_preds: ArrayLike, subsets: np.ndarray) -> torch.Tensor:
-    """(D, N, C) average of the members of each of D subsets ((D, S) member indices), in one
-    matrix product: row d of the (D, M) weights holds 1/S at the members of subset d."""
+    """(D, N, C) average of the members of each of D subsets ((D, S) member indices).
+
+    The members are added one subset position at a time, element by element, so every CPU gets
+    the same bits: a matrix product would be faster, but the BLAS kernel's order of additions
+    depends on the CPU (and on memory alignment), and a last-bit difference flips the argmax of
+    a tie, which float16 records make common."""
     member_preds = as_tensor(member_preds)
     index = torch.as_tensor(subsets, device=member_preds.device)
-    weights = torch.zeros(index.shape[0], member_preds.shape[0], dtype=member_preds.dtype,
-                          device=member_preds.device)
-    weights.scatter_(1, index, 1.0 / index.shape[1])
-    flat = member_preds.reshape(member_preds.shape[0], -1)
-    return (weights @ flat).reshape(index.shape[0], *member_preds.shape[1:])
+    total = member_preds[index[:, 0]]  # indexing copies
+    for position in range(1, index.shape[1]):
+        total += member_preds[index[:, position]]
+    return total / index.shape[1]
 
 
 MEAN_CHUNK_ELEMENTS = 1 << 24  # subset averages held at once (64 MB of float32)
