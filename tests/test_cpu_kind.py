@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,10 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted(p for p in (ROOT / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 
 
-def test_the_signature_names_the_cpu_and_the_kernels():
+def test_the_signature_names_the_cpu_the_kernels_and_the_threads():
     signature = cpu_signature()
-    assert "torch " in signature and signature.endswith(" kernels")
+    assert re.search(r"; torch \S+, \S+ kernels, \d+ threads?$", signature), signature
     assert signature == cpu_signature()  # stable within a machine
+    assert cpu_signature(1).endswith(", 1 thread") and cpu_signature(3).endswith(", 3 threads")
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.relative_to(ROOT).as_posix())
