@@ -178,8 +178,8 @@ def accuracy_by_size(probs: torch.Tensor, y: torch.Tensor, sizes: Sequence[int] 
     accuracy_std, subsets (number of sets).
     """
     # The same bits on every CPU, so that ties (common in float16 records) break the same way: sums in
-    # float64, element by element (`subset_means`), and logs rounded to float32, which absorbs the last-bit
-    # differences between torch's vector and scalar log (its choice depends on vector width and threads).
+    # float64, element by element (`subset_means`), and logs rounded to float32, so that a last-bit
+    # difference between log implementations (vector or scalar code) cannot decide a tie.
     probs = torch.as_tensor(probs, dtype=torch.float64)
     classes = probs.shape[-1]
     # the log-probabilities once per pool: the geometric mean's argmax is that of the mean log-probability
