@@ -236,7 +236,7 @@ def run_chapter(path: Path, parameters: dict, kernel: str = "python3",
         done = nbformat.read(str(out), as_version=4)
     done.cells = [c for c in done.cells if PRELUDE_TAG not in c.get("metadata", {}).get("tags", [])]
     _strip_run_metadata(done)
-    # the outputs are bitwise reproducible on this kind of CPU with the kernel's thread count only
+    # the analysis in a chapter (not its training: train.CPU_THREADS) may round with the kernel's thread count
     kernel_threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or None  # set by --jobs, else torch's default
     done.metadata.setdefault("fairens", {})["executed_on"] = cpu_signature(kernel_threads)
     nbformat.write(done, str(output or path))
@@ -371,8 +371,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="chapters executed side by side, each kernel with CPUs / N threads (default 1). "
-                        "Meant for re-executing with the records cached: a run trained with fewer threads "
-                        "can differ from the committed one in its last digits")
+                        "Meant for re-executing with the records cached: a CPU run trains with "
+                        "train.CPU_THREADS threads whatever N, so runs side by side share the cores")
     return p
 
 

@@ -160,7 +160,7 @@ class TrainConfig:
     # max_group members; RAY_ADDRESS or ray_address picks the cluster, none starts a local instance)
     executor: str = "local"
     ray_address: str | None = None
-    ray_cpus_per_task: float | None = None  # None: torch's intra-op threads here (a task trains with as many)
+    ray_cpus_per_task: float | None = None  # None: train.CPU_THREADS (a task on a CPU trains with as many)
     ray_gpus_per_task: float | None = None  # None: 1 when the device is CUDA ("auto" on a GPU cluster), else 0
     ray_retries: int = 3  # re-runs of a task whose worker died; a Python error is not retried
     # speed only, same result up to float rounding: image batches and conv weights in channels-last

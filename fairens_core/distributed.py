@@ -28,7 +28,8 @@ from tqdm import tqdm
 from .checkpoints import to_device
 from .data import load_dataset
 from .ensemble import init_member
-from .train import DeviceData, History, build_ensemble, make_optimizer, plan_phases, resolve_device, train_group
+from .train import (CPU_THREADS, DeviceData, History, build_ensemble, make_optimizer, plan_phases, resolve_device,
+                    train_group, training_threads)
 
 ENV_PASSED = ("FAIRENS_DATA", "FAIRENS_CACHE")  # so workers find the same data and dataset cache
 
@@ -59,22 +60,20 @@ def unpack_parent(cfg, ds, state: dict, device):
     return ens, opt, History(state["history"])
 
 
-def train_group_task(cfg, members: list[int], parent: dict | None, workdir: str | None, env: dict,
-                     threads: int) -> dict:
+def train_group_task(cfg, members: list[int], parent: dict | None, workdir: str | None, env: dict) -> dict:
     """Body of one Ray task: load the data on the worker and train `members` (see train.train_group).
 
-    `threads`: torch's intra-op threads, the driver's count. Ray gives a worker one thread per
-    requested CPU, but on a CPU some kernels round differently with another thread count, and
-    training amplifies that into different members: a task uses the thread count of a local run.
+    Ray gives a worker one intra-op thread per requested CPU; on a CPU the task trains with
+    train.CPU_THREADS instead, as a local run does, so that its members are the same bits.
     """
     os.environ.update(env)
-    torch.set_num_threads(threads)
     device = resolve_device(cfg.device)
     ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
     _, phase = plan_phases(cfg, len(ds.y_train) // cfg.batch_size)
     start = unpack_parent(cfg, ds, parent, device) if parent is not None else None
-    return train_group(cfg, ds, DeviceData.for_config(cfg, ds, device), members, phase, device,
-                      Path(workdir) if workdir else None, tqdm(disable=True), start)
+    with training_threads(device):
+        return train_group(cfg, ds, DeviceData.for_config(cfg, ds, device), members, phase, device,
+                           Path(workdir) if workdir else None, tqdm(disable=True), start)
 
 
 def gpus_per_task(cfg) -> float:
@@ -103,12 +102,11 @@ def train_groups_on_ray(cfg, ds, data, groups: list[list[int]], phase, parent, w
     steps = phase.stop - phase.start
     connect(cfg)
     env = {k: os.environ[k] for k in ENV_PASSED if k in os.environ}
-    threads = torch.get_num_threads()  # a task trains with this many, as a local run would
     task = ray.remote(train_group_task).options(
-        num_cpus=threads if cfg.ray_cpus_per_task is None else cfg.ray_cpus_per_task,
+        num_cpus=CPU_THREADS if cfg.ray_cpus_per_task is None else cfg.ray_cpus_per_task,
         num_gpus=gpus_per_task(cfg), max_retries=cfg.ray_retries, retry_exceptions=False)
     shipped = ray.put(pack_parent(parent)) if parent is not None else None
-    pending = {task.remote(cfg, members, shipped, str(workdir) if workdir else None, env, threads): members
+    pending = {task.remote(cfg, members, shipped, str(workdir) if workdir else None, env): members
                for members in groups}
     while pending:
         (ready,), _ = ray.wait(list(pending), num_returns=1)

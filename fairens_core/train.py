@@ -16,6 +16,9 @@ there with parameters drawn once per epoch (`EpochDraws`), so no step waits for 
 A checkpoint is written at the first epoch end after every CHECKPOINT_EVERY_S seconds (and at
 the end), so a killed run resumes at a saved epoch and finishes with the same record as an
 uninterrupted one.
+
+On a CPU, training always runs with CPU_THREADS intra-op threads (`training_threads`), so the
+record does not depend on the machine's core count or the caller's torch.set_num_threads.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import math
 import platform
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -47,6 +51,12 @@ EVAL_CHUNK = 1000  # test examples per evaluation batch
 CHECKPOINT_EVERY_S = 60.0  # a group's state is saved at the first epoch end after this many seconds
 # "loop" trains groups of one member: packed, a group of one is the plain member network
 ENSEMBLES = {"packed": PackedEnsemble, "vectorized": StackedEnsemble, "loop": PackedEnsemble}
+# Intra-op threads of every CPU training run. Some CPU kernels split a sum between threads (the
+# weight gradients of convolutions and linear layers: measured on mnist1d's cnn1d, 1 and 4
+# threads give other weights after one epoch), and training amplifies the last bit into other
+# members. Two: the book's reference machine (and CI) has two cores; more cores are for training
+# chapters or Ray tasks side by side, not for more threads inside one small network.
+CPU_THREADS = 2
 
 
 # ---------------------------------------------------------------------------- setup
@@ -56,6 +66,20 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available here; use 'cpu' or 'auto'")
     return torch.device(device)
+
+
+@contextmanager
+def training_threads(device: torch.device):
+    """Train with CPU_THREADS intra-op threads on a CPU (restored afterwards); a GPU run is left as is."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -506,24 +530,24 @@ def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None, train_gr
     work = cfg.members * (phase.stop - phase.start) + (parent_phase.stop if parent_phase else 0)
     bar = tqdm(total=work, unit="member-step", desc=f"{cfg.model} ×{cfg.members} on {cfg.dataset}",
                disable=not cfg.progress, leave=False)
-    parent = None
-    if parent_phase is not None:
-        parent = train_phase(cfg, ds, data, [0], parent_phase, device, workdir, bar)
-
     parts, todo = {}, []
-    for members in group_members(cfg):
-        done = done_path(workdir, members)
-        part = Checkpoint(done).load()  # None: absent, or damaged (warned and moved aside)
-        if part is not None:  # finished before an interruption
+    with training_threads(device):
+        parent = None
+        if parent_phase is not None:
+            parent = train_phase(cfg, ds, data, [0], parent_phase, device, workdir, bar)
+        for members in group_members(cfg):
+            done = done_path(workdir, members)
+            part = Checkpoint(done).load()  # None: absent, or damaged (warned and moved aside)
+            if part is not None:  # finished before an interruption
+                parts[members[0]] = part
+                bar.update(len(members) * (phase.stop - phase.start))
+            else:
+                todo.append(members)
+        finished = train_groups(cfg, ds, data, todo, phase, parent, workdir, bar, device)
+        for members, part in finished:
+            if workdir is not None:
+                Checkpoint(done_path(workdir, members)).save(part)
             parts[members[0]] = part
-            bar.update(len(members) * (phase.stop - phase.start))
-        else:
-            todo.append(members)
-    finished = train_groups(cfg, ds, data, todo, phase, parent, workdir, bar, device)
-    for members, part in finished:
-        if workdir is not None:
-            Checkpoint(done_path(workdir, members)).save(part)
-        parts[members[0]] = part
     bar.close()
     return assemble(cfg, ds, [parts[k] for k in sorted(parts)], device, time.perf_counter() - started)
 

@@ -13,7 +13,7 @@ import torch
 
 from fairens_core import TrainConfig, run
 from fairens_core import distributed
-from fairens_core.train import Phase, train_ensemble
+from fairens_core.train import CPU_THREADS, Phase, train_ensemble
 
 SMALL = dict(dataset="mnist1d", dataset_options={"n_samples": 1500}, model="cnn1d", width=0.5, members=4,
              epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.5, progress=False, device="cpu", max_group=2)
@@ -45,13 +45,16 @@ def test_ray_records_equal_local_records(changes):
     assert_same_record(on_ray, train_ensemble(cfg))
 
 
-def test_a_task_trains_with_the_thread_count_it_is_given():
+def test_a_task_trains_with_the_pinned_thread_count_whatever_the_worker_has(monkeypatch):
     # Ray gives a worker one intra-op thread per requested CPU; on a CPU some kernels round
-    # differently with another count, so a task takes the driver's count instead
+    # differently with another thread count, so a task trains with train.CPU_THREADS
+    seen, real = [], distributed.train_group
+    monkeypatch.setattr(distributed, "train_group", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
     before = torch.get_num_threads()
     try:
-        part = distributed.train_group_task(TrainConfig(**{**SMALL, "epochs": 1}), [0, 1], None, None, {}, threads=1)
-        assert torch.get_num_threads() == 1 and part["test_logits"].shape[0] == 2
+        torch.set_num_threads(1)
+        part = distributed.train_group_task(TrainConfig(**{**SMALL, "epochs": 1}), [0, 1], None, None, {})
+        assert seen == [CPU_THREADS] and torch.get_num_threads() == 1 and part["test_logits"].shape[0] == 2
     finally:
         torch.set_num_threads(before)
 

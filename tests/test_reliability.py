@@ -53,8 +53,8 @@ class Interrupted(Exception):
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One intra-op thread for every run here and in the driver processes (a record depends on
-    the thread count, so all must agree; one also keeps a busy 2-core CI machine responsive)."""
+    """One intra-op thread for the work around training here and in the driver processes, which
+    keeps a busy 2-core CI machine responsive (training itself runs with train.CPU_THREADS)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

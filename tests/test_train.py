@@ -90,6 +90,20 @@ def test_group_split_does_not_change_members():
     torch.testing.assert_close(whole.test_logits.float(), split.test_logits.float(), atol=2e-2, rtol=1e-2)
 
 
+def test_a_cpu_record_does_not_depend_on_the_callers_thread_count():
+    # unpinned, this config's weights differ between 1 and 4 threads (AVX-512 EPYC, torch 2.14):
+    # the weight gradients of conv1d and linear split their sums between threads
+    cfg, before, weights = tiny(members=2), torch.get_num_threads(), {}
+    try:
+        for threads in (1, 4):
+            torch.set_num_threads(threads)
+            weights[threads] = train_ensemble(cfg).weights
+            assert torch.get_num_threads() == threads, "the caller's thread count is restored"
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(weights[1][k], weights[4][k]) for k in weights[1])
+
+
 def test_record_contents_and_shapes():
     rec = train_ensemble(tiny(track_predictions=50, snapshot_weights=True))
     M, N = 3, len(rec.y_test)
