@@ -157,17 +157,19 @@ RECORDS_ONLY = ("from fairens_core.plan import RecordsOnly\n"
 
 def mark_full_copy(root: Path, chapter: Path, copy: Path) -> None:
     """Put a note under the title of a full-profile copy saying what it is, and the hidden cell
-    that keeps it from training, before its first code cell (once)."""
+    that keeps it from training, before its first code cell (once; fixed cell ids, so that
+    re-running the copy changes only what it computes)."""
     import nbformat
 
     nb = nbformat.read(str(copy), as_version=4)
     ours = (FULL_NOTE_TAG, RECORDS_ONLY_TAG)
     nb.cells = [c for c in nb.cells if not set(ours) & set(c.get("metadata", {}).get("tags", []))]
     first_code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
-    nb.cells.insert(first_code, nbformat.v4.new_code_cell(RECORDS_ONLY, metadata={"tags": [RECORDS_ONLY_TAG, "remove-cell"]}))
+    nb.cells.insert(first_code, nbformat.v4.new_code_cell(RECORDS_ONLY, id=RECORDS_ONLY_TAG,
+                                                          metadata={"tags": [RECORDS_ONLY_TAG, "remove-cell"]}))
     overview = os.path.relpath(Path(root).resolve() / FULL_DIR / "overview.ipynb", copy.resolve().parent)
     note = nbformat.v4.new_markdown_cell(FULL_NOTE.replace("{name}", chapter.stem).replace("{overview}", overview),
-                                         metadata={"tags": [FULL_NOTE_TAG]})
+                                         id=FULL_NOTE_TAG, metadata={"tags": [FULL_NOTE_TAG]})
     title = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
     nb.cells.insert(title + 1, note)
     nbformat.write(nb, str(copy))
@@ -251,14 +253,17 @@ def _error_tail(exc: Exception, n: int = 12) -> str:
 
 
 def _strip_run_metadata(nb) -> None:
-    """Remove timestamps, absolute paths and live widgets, so that a re-run only changes real
-    outputs and a stored chapter shows each widget's static fallback (a widget without a kernel
-    is dead weight: its view cannot render and its state only repeats the fallback)."""
+    """Remove timestamps, absolute paths and live widgets, and fix the id papermill draws for the
+    parameters it injects, so that a re-run only changes real outputs and a stored chapter shows
+    each widget's static fallback (a widget without a kernel is dead weight: its view cannot
+    render and its state only repeats the fallback)."""
     pm_meta = nb.metadata.get("papermill", {})
     for key in ("start_time", "end_time", "duration", "exception", "input_path", "output_path"):
         pm_meta.pop(key, None)
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
+        if INJECTED_TAG in cell.metadata.get("tags", []):
+            cell.id = INJECTED_TAG
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         for output in cell.get("outputs", []):

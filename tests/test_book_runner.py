@@ -177,9 +177,11 @@ def test_full_executes_a_copy_with_the_full_profile(tiny, capsys, monkeypatch):
     assert cells[0].source == "# Good" and book.FULL_NOTE_TAG in cells[1].metadata["tags"]
     assert "../overview.ipynb" in cells[1].source
     assert "Claims: 1 of 1 hold" in capsys.readouterr().out
+    ids = [c.id for c in cells]
     assert book.main(["--book-root", str(tiny), "--no-build", "--full", "--chapters", "good"]) == 0
     cells = nbformat.read(str(copy), as_version=4).cells
     assert sum(book.FULL_NOTE_TAG in c.metadata.get("tags", []) for c in cells) == 1
+    assert [c.id for c in cells] == ids  # a re-run changes outputs only, not the copy's cells
     assert os.environ["FAIRENS_RECORDS"] == str(tiny.resolve() / "records" / "full")
 
 
