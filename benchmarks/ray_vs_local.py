@@ -16,10 +16,9 @@ import os
 import time
 
 import ray
-import torch
 
 from fairens_core.profiles import chapter_settings
-from fairens_core.train import train_ensemble
+from fairens_core.train import CPU_THREADS, train_ensemble
 
 
 def timed(cfg):
@@ -45,7 +44,7 @@ def main():
 
     rows = [("local, one vectorized group", *timed(base)),
             (f"local, {args.groups} groups of {per_group} in turn", *timed(base.replace(max_group=per_group))),
-            (f"ray, {args.groups} tasks of {per_group} ({torch.get_num_threads()} CPUs each)",
+            (f"ray, {args.groups} tasks of {per_group} ({CPU_THREADS} CPUs each)",
              *timed(base.replace(max_group=per_group, executor="ray"))),
             (f"ray, {args.groups} tasks of {per_group} (1 CPU each, oversubscribed)",
              *timed(base.replace(max_group=per_group, executor="ray", ray_cpus_per_task=1)))]
