@@ -30,7 +30,7 @@ from .data import load_dataset
 from .ensemble import StackedEnsemble, init_member, init_members
 from .records import RunRecord
 from .train import (History, assemble, build_ensemble, evaluation_steps, group_members, make_optimizer, plan_phases,
-                    training_step)
+                    training_step, training_threads)
 
 SPEED_FIELDS = ("max_group", "channels_last", "compile")  # execution fields a plan keeps (not in the key)
 PLACEHOLDER_FLOPS_PER_SECOND = 1e14  # a placeholder's stand-in wall time: its FLOPs at this rate
@@ -139,11 +139,12 @@ def cpu_training_speed(config: TrainConfig, meta: dict, steps: int = 3) -> float
         x = torch.randn(group, batch, *shape)
         y = torch.randn(group, batch, classes) if task == "regression" else torch.randint(classes, (group, batch))
         ens.train()
-        for i in range(steps + 1):
-            if i == 1:
-                start = time.perf_counter()
-            training_step(cfg, task, ens, opt, x, y)
-        per_step = (time.perf_counter() - start) / steps
+        with training_threads(device):  # the threads the run will train with
+            for i in range(steps + 1):
+                if i == 1:
+                    start = time.perf_counter()
+                training_step(cfg, task, ens, opt, x, y)
+            per_step = (time.perf_counter() - start) / steps
         _cpu_speed[ident] = 3 * meta["flops_per_example"] * batch * group / max(per_step, 1e-9)
     return _cpu_speed[ident]
 
