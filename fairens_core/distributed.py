@@ -29,7 +29,7 @@ from .checkpoints import to_device
 from .data import load_dataset
 from .ensemble import init_member
 from .train import (CPU_THREADS, DeviceData, History, build_ensemble, make_optimizer, plan_phases, resolve_device,
-                    train_group, training_threads)
+                    train_group)
 
 ENV_PASSED = ("FAIRENS_DATA", "FAIRENS_CACHE")  # so workers find the same data and dataset cache
 
@@ -63,17 +63,16 @@ def unpack_parent(cfg, ds, state: dict, device):
 def train_group_task(cfg, members: list[int], parent: dict | None, workdir: str | None, env: dict) -> dict:
     """Body of one Ray task: load the data on the worker and train `members` (see train.train_group).
 
-    Ray gives a worker one intra-op thread per requested CPU; on a CPU the task trains with
-    train.CPU_THREADS instead, as a local run does, so that its members are the same bits.
+    Ray gives a worker one intra-op thread per requested CPU; on a CPU `train_group` trains with
+    train.CPU_THREADS instead, as in a local run, so that its members are the same bits.
     """
     os.environ.update(env)
     device = resolve_device(cfg.device)
     ds = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
     _, phase = plan_phases(cfg, len(ds.y_train) // cfg.batch_size)
     start = unpack_parent(cfg, ds, parent, device) if parent is not None else None
-    with training_threads(device):
-        return train_group(cfg, ds, DeviceData.for_config(cfg, ds, device), members, phase, device,
-                           Path(workdir) if workdir else None, tqdm(disable=True), start)
+    return train_group(cfg, ds, DeviceData.for_config(cfg, ds, device), members, phase, device,
+                       Path(workdir) if workdir else None, tqdm(disable=True), start)
 
 
 def gpus_per_task(cfg) -> float:

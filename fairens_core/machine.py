@@ -5,9 +5,10 @@ AVX2 and AVX-512 kernels (and the maths libraries, which pick their code paths b
 differently in the last bit, and training amplifies that into other digits, sometimes another
 verdict. (Different splits of the work between threads would too, so a CPU run always trains
 with `train.CPU_THREADS` threads; the signature keeps the kernel's thread count for the analysis
-in a chapter, whose BLAS products and t-SNE may split their sums by it.) So the book stamps every notebook it executes with `cpu_signature` (notebook metadata
-``fairens.executed_on``), and the regression tests compare a trained chapter's outputs digit
-for digit only on a machine with the same signature. (Analysing a record, as the full-scale
+in a chapter, whose BLAS products and t-SNE may split their sums by it.) So the book stamps
+every notebook it executes with `cpu_signature` (notebook metadata ``fairens.executed_on``),
+and the regression tests compare a trained chapter's outputs digit for digit only on a machine
+with the same signature. (Analysing a record, as the full-scale
 pages do, gives the same bits on any x86 CPU: see `records.softmax_on_any_cpu`.)
 """
 

@@ -17,8 +17,8 @@ A checkpoint is written at the first epoch end after every CHECKPOINT_EVERY_S se
 the end), so a killed run resumes at a saved epoch and finishes with the same record as an
 uninterrupted one.
 
-On a CPU, training always runs with CPU_THREADS intra-op threads (`training_threads`), so the
-record does not depend on the machine's core count or the caller's torch.set_num_threads.
+On a CPU, the parent and every group train with CPU_THREADS intra-op threads (`training_threads`),
+so the record does not depend on the machine's core count or the caller's torch.set_num_threads.
 """
 from __future__ import annotations
 
@@ -472,12 +472,14 @@ def train_group(cfg, ds, data, members, phase, device, workdir, bar, parent=None
     """Train one group of members to the end (from the parent's state when there is one); returns
     what the record keeps of it: test logits (m, N, C) float16, history state and, optionally,
     weights. The unit an executor runs (`train_groups_here`, `distributed.train_groups_on_ray`)."""
-    start = spawn(cfg, parent, members, device, ds) if parent else None
-    if start is not None and not start[2].state["eval_step"]:  # a fork at step 0: no parent evaluation
-        untrained = torch.full((len(members),), float("nan"))  # no training batches seen yet
-        log_eval(cfg, ds.task, data, start[0], start[2], phase.start, untrained, untrained)
-    ens, _, history = train_phase(cfg, ds, data, members, phase, device, workdir, bar, start)
-    return {"test_logits": evaluate(ens, data.x_test, cfg).half().cpu(), "history": history.state,
+    with training_threads(device):
+        start = spawn(cfg, parent, members, device, ds) if parent else None
+        if start is not None and not start[2].state["eval_step"]:  # a fork at step 0: no parent evaluation
+            untrained = torch.full((len(members),), float("nan"))  # no training batches seen yet
+            log_eval(cfg, ds.task, data, start[0], start[2], phase.start, untrained, untrained)
+        ens, _, history = train_phase(cfg, ds, data, members, phase, device, workdir, bar, start)
+        test_logits = evaluate(ens, data.x_test, cfg)
+    return {"test_logits": test_logits.half().cpu(), "history": history.state,
             "weights": {k: v.float().cpu().contiguous() for k, v in ens.state_stacked().items()}
             if cfg.save_weights else None}
 
@@ -530,24 +532,25 @@ def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None, train_gr
     work = cfg.members * (phase.stop - phase.start) + (parent_phase.stop if parent_phase else 0)
     bar = tqdm(total=work, unit="member-step", desc=f"{cfg.model} ×{cfg.members} on {cfg.dataset}",
                disable=not cfg.progress, leave=False)
-    parts, todo = {}, []
-    with training_threads(device):
-        parent = None
-        if parent_phase is not None:
+    parent = None
+    if parent_phase is not None:
+        with training_threads(device):
             parent = train_phase(cfg, ds, data, [0], parent_phase, device, workdir, bar)
-        for members in group_members(cfg):
-            done = done_path(workdir, members)
-            part = Checkpoint(done).load()  # None: absent, or damaged (warned and moved aside)
-            if part is not None:  # finished before an interruption
-                parts[members[0]] = part
-                bar.update(len(members) * (phase.stop - phase.start))
-            else:
-                todo.append(members)
-        finished = train_groups(cfg, ds, data, todo, phase, parent, workdir, bar, device)
-        for members, part in finished:
-            if workdir is not None:
-                Checkpoint(done_path(workdir, members)).save(part)
+
+    parts, todo = {}, []
+    for members in group_members(cfg):
+        done = done_path(workdir, members)
+        part = Checkpoint(done).load()  # None: absent, or damaged (warned and moved aside)
+        if part is not None:  # finished before an interruption
             parts[members[0]] = part
+            bar.update(len(members) * (phase.stop - phase.start))
+        else:
+            todo.append(members)
+    finished = train_groups(cfg, ds, data, todo, phase, parent, workdir, bar, device)
+    for members, part in finished:
+        if workdir is not None:
+            Checkpoint(done_path(workdir, members)).save(part)
+        parts[members[0]] = part
     bar.close()
     return assemble(cfg, ds, [parts[k] for k in sorted(parts)], device, time.perf_counter() - started)
 

@@ -13,6 +13,7 @@ import torch
 
 from fairens_core import TrainConfig, run
 from fairens_core import distributed
+from fairens_core import train as train_mod
 from fairens_core.train import CPU_THREADS, Phase, train_ensemble
 
 SMALL = dict(dataset="mnist1d", dataset_options={"n_samples": 1500}, model="cnn1d", width=0.5, members=4,
@@ -48,8 +49,8 @@ def test_ray_records_equal_local_records(changes):
 def test_a_task_trains_with_the_pinned_thread_count_whatever_the_worker_has(monkeypatch):
     # Ray gives a worker one intra-op thread per requested CPU; on a CPU some kernels round
     # differently with another thread count, so a task trains with train.CPU_THREADS
-    seen, real = [], distributed.train_group
-    monkeypatch.setattr(distributed, "train_group", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    seen, real = [], train_mod.train_phase
+    monkeypatch.setattr(train_mod, "train_phase", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
