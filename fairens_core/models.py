@@ -39,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 __all__ = [
     "MODELS",
     "build_model",
+    "check_input_shape",
     "model_flops",
     "count_parameters",
     "MLP",
@@ -673,9 +674,7 @@ def build_model(
         ValueError: unknown name, bad width/dropout/num_classes, or an
             ``input_shape`` the architecture cannot take; raised before building.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model name={name!r}; allowed: {sorted(MODELS)}")
-    shape = _normalise_input_shape(input_shape)
+    shape = check_input_shape(name, input_shape)
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int (1 for regression); got num_classes={num_classes!r}")
     if (
@@ -689,11 +688,19 @@ def build_model(
         _check_integer_width(name, width)
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must be a probability in [0, 1); got dropout={dropout!r}")
-    factory = MODELS[name]
-    check = getattr(factory, "check_input_shape", None)
+    return MODELS[name](shape, int(num_classes), width=width, dropout=float(dropout))
+
+
+def check_input_shape(name: str, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of ints if model ``name`` can take such inputs (checked without
+    building it); ValueError naming the model and the shape otherwise."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model name={name!r}; allowed: {sorted(MODELS)}")
+    shape = _normalise_input_shape(input_shape)
+    check = getattr(MODELS[name], "check_input_shape", None)
     if check is not None:
         check(shape)
-    return factory(shape, int(num_classes), width=width, dropout=float(dropout))
+    return shape
 
 
 def count_parameters(model: nn.Module) -> int:

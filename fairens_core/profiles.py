@@ -19,8 +19,9 @@ import os
 from types import SimpleNamespace
 
 from .config import SPECS, TrainConfig
-from .corruptions import CORRUPTIONS_1D, CORRUPTIONS_IMAGE, SEVERITIES
+from .corruptions import CORRUPTIONS_1D, CORRUPTIONS_IMAGE, SEVERITIES, family
 from .data import load_dataset
+from .models import check_input_shape
 from .randomness import parse_vary
 from .schema import Spec
 
@@ -474,6 +475,29 @@ def dataset_facts(config: TrainConfig) -> tuple[int | None, set[str] | None]:
     return CLASSES.get(config.dataset), (set() if config.dataset in CLASSES else None)
 
 
+def _model_takes_inputs(name: str, value, config: TrainConfig) -> None:
+    """The config's model must take one input of its dataset (checked for the datasets that are
+    loaded to check); ValueError naming the knob, before anything trains."""
+    if config.dataset not in LOADED_TO_CHECK:
+        return
+    shape = load_dataset(config.dataset, config.data_root, **config.dataset_options).input_shape
+    try:
+        check_input_shape(config.model, shape)
+    except ValueError as err:
+        raise ValueError(f"{name}={value!r} on dataset {config.dataset!r}: {err}") from None
+
+
+def _corruptible(config: TrainConfig) -> None:
+    """The corruption chapter needs images or 1-D signals (`corruptions.family`); tables have neither."""
+    if config.dataset in ("adult", "abalone", "csv"):
+        raise ValueError(f"dataset={config.dataset!r}: the corruptions take images or 1-D signals, not table rows")
+    if config.dataset in LOADED_TO_CHECK:
+        try:
+            family(load_dataset(config.dataset, config.data_root, **config.dataset_options).x_test[:1])
+        except ValueError as err:
+            raise ValueError(f"dataset={config.dataset!r}: {err}") from None
+
+
 def _at_most(name: str, value, limit: int, what: str) -> None:
     if value > limit:
         raise ValueError(f"{name}={value!r}: must be at most {what}={limit}")
@@ -493,6 +517,7 @@ def _overrides(name: str, overrides: dict, base: TrainConfig, **fixed) -> None:
     if unknown:
         raise ValueError(f"{name}={overrides!r}: unknown TrainConfig field(s) {unknown}")
     _trainable(name, overrides, base, **fixed, **overrides)
+    _model_takes_inputs(name, overrides, base.replace(**fixed, **overrides))
 
 
 def check_knobs(chapter: str, knobs: dict, config: TrainConfig) -> None:
@@ -500,6 +525,13 @@ def check_knobs(chapter: str, knobs: dict, config: TrainConfig) -> None:
     if chapter != "augmented_objective" and config.members < 2:  # it trains nothing of its own
         raise ValueError(f"members={config.members!r}: chapter {chapter!r} compares members: at least 2")
     members = config.members
+    if knobs.get("pools"):  # the pools name the models trained; the config's own is not
+        for model, width, _ in knobs["pools"]:
+            _model_takes_inputs("pools", knobs["pools"], config.replace(model=model, width=width))
+    else:
+        _model_takes_inputs("model", config.model, config)
+    if chapter == "corruption":
+        _corruptible(config)
     class_k = KNOB_SPECS[chapter].get("K") is _CLASS_K  # Part I: K classes per group (Part III: members)
     if class_k or any(name in knobs for name in ("ks", "label", "attribute")):
         classes, attributes = dataset_facts(config)

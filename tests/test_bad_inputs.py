@@ -157,6 +157,13 @@ CHAPTER = [
     ("function_space_tsne", "default", dict(perplexity=0), "perplexity"),
     ("hardness", "default", dict(hardest=0), "hardest"), ("flops", "smoke", dict(sizes=[2, 3]), "sizes"),
     ("flops", "smoke", dict(plateau_at=100), "plateau_at"), ("flops", "smoke", dict(widths="[0.5, -1]"), "widths"),
+    # a model that cannot take the dataset's inputs, or data the chapter cannot use, before any pool trains
+    ("bottom_k", "smoke", dict(dataset="digits"), "model"),
+    ("churn", "smoke", dict(dataset="digits", pools=[["mlp", 1, None], ["cnn1d", 0.5, None]]), "pools"),
+    ("coupling", "smoke", dict(dataset="digits", model="mlp", second_model_train={"model": "cnn1d"}),
+     "second_model_train"),
+    ("corruption", "smoke", dict(dataset="digits", model="mlp"), "dataset"),
+    ("corruption", "smoke", dict(dataset="adult", model="mlp"), "dataset"),
     ("nonexistent_chapter", "default", {}, "chapter"),
 ]
 
@@ -289,9 +296,9 @@ def test_cli_and_chapters_parse_text_the_way_papermill_hands_it_over(cache_shari
 
 def test_a_new_dataset_drops_the_profiles_options_for_another(cache_sharing_data):
     assert chapter_settings("bottom_k", "smoke").config.dataset_options == {"n_samples": 1500}
-    assert chapter_settings("bottom_k", "smoke", dataset="digits").config.dataset_options == {}
+    assert chapter_settings("bottom_k", "smoke", dataset="digits", model="mlp").config.dataset_options == {}
     assert chapter_settings("bottom_k", "smoke", dataset="mnist1d").config.dataset_options == {"n_samples": 1500}
-    given = chapter_settings("bottom_k", "smoke", dataset="synthetic", dataset_options={"n_samples": 600})
+    given = chapter_settings("bottom_k", "smoke", dataset="synthetic", model="mlp", dataset_options={"n_samples": 600})
     assert given.config.dataset_options == {"n_samples": 600}
 
 

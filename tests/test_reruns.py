@@ -56,6 +56,13 @@ RERUNS = {
     "independent_vs_joint with equal sizes": ("part2_collusion/independent_vs_joint",
                                               dict(profile="smoke", members=3, large_members=3), None, None),
     "generalization on a classification CSV": ("part2_collusion/generalization", "iris", "iris", "diabetes"),
+    "churn with one pool": ("part1_fair_ensemble/churn", dict(profile="smoke", pools=[["cnn1d", 0.5, None]]),
+                            None, None),
+    "bottom_k with one pool": ("part1_fair_ensemble/bottom_k", dict(profile="smoke", repeats=1), None, None),
+    # fewer seeds than the 2-SE rules need: the page says so instead of printing "± nan"
+    "coupling with one seed": ("part3_coupling/coupling", dict(profile="smoke", seeds=1), None, None),
+    "forgetting with one seed": ("part3_coupling/forgetting", dict(profile="smoke", seeds=1), None, None),
+    "reinit with two seeds": ("part3_coupling/reinit", dict(profile="smoke", repeats=2), None, None),
     "flops on digits with MLPs": ("part5_efficiency/flops", dict(profile="smoke", dataset="digits", model="mlp"),
                                   "digits", "mnist1d"),
 }
