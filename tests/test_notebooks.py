@@ -23,6 +23,7 @@ from fairens_core.rerun_box import parameters, parameters_cell
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = chapters(ROOT)
 PAPERMILL = Path(sys.executable).parent / "papermill"  # the environment's own command
+TRAINS_AS = {"augmented_objective": "diversity"}  # its `dataset` parameters are those of diversity's ensemble
 
 
 def literal_arguments(chapter: Path) -> list[str]:
@@ -31,7 +32,8 @@ def literal_arguments(chapter: Path) -> list[str]:
     cell = parameters_cell(nbformat.read(str(chapter), as_version=4))
     names = {p.name for p in parameters(cell.source)}
     knobs = CHAPTER_KNOBS.get(chapter.stem, {}).get("smoke", {})
-    smoke = {**BASE["smoke"], **knobs.get("train", {}), **knobs}
+    train = CHAPTER_KNOBS.get(TRAINS_AS.get(chapter.stem, chapter.stem), {}).get("smoke", {}).get("train", {})
+    smoke = {**BASE["smoke"], **train, **knobs}
     args = []
     for name in sorted(names):
         value = smoke.get(name)

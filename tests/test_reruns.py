@@ -55,7 +55,9 @@ RERUNS = {
     "randomness with 2 members": ("part1_fair_ensemble/randomness", dict(profile="smoke", members=2), None, None),
     "independent_vs_joint with equal sizes": ("part2_collusion/independent_vs_joint",
                                               dict(profile="smoke", members=3, large_members=3), None, None),
-    "generalization on a classification CSV": ("part2_collusion/generalization", "iris", "iris", "diabetes"),
+    "generalization on a classification CSV": ("part2_collusion/generalization", {}, "iris", "diabetes"),
+    "bottom_k on a classification CSV": ("part1_fair_ensemble/bottom_k", dict(K=1), "iris", "mnist1d"),
+    "hardness on a classification CSV": ("part4_landscape/hardness", {}, "iris", "mnist1d"),
     "churn with one pool": ("part1_fair_ensemble/churn", dict(profile="smoke", pools=[["cnn1d", 0.5, None]]),
                             None, None),
     "bottom_k with one pool": ("part1_fair_ensemble/bottom_k", dict(profile="smoke", repeats=1), None, None),
@@ -72,8 +74,8 @@ RERUNS = {
 @pytest.mark.parametrize("name", list(RERUNS))
 def test_a_rerun_gives_a_page_about_that_run(name, tmp_path, execute, iris_csv):
     chapter, parameters, named, not_named = RERUNS[name]
-    if parameters == "iris":
-        parameters = dict(profile="smoke", dataset="csv",
+    if named == "iris":  # the user's own table, with the chapter's extra settings
+        parameters = dict(profile="smoke", dataset="csv", model="mlp", **parameters,
                           dataset_options={"path": str(iris_csv), "target": "species", "task": "classification"})
     source = BOOK / f"{chapter}.ipynb"
     out = execute(source, tmp_path / source.name, **parameters)
