@@ -453,9 +453,10 @@ KNOB_SPECS: dict[str, dict[str, Spec]] = {
                                   item=Spec("float", low=0, high=1, low_open=True))),
 }
 
-# Datasets generated or bundled (loaded in well under a second once cached): loaded to count their
-# classes and list their protected attributes. The others are counted without reading their files.
-LOADED_TO_CHECK = ("mnist1d", "digits", "synthetic", "diabetes")
+# Datasets generated or bundled (loaded in well under a second once cached), and a reader's own
+# table: loaded to count their classes, list their protected attributes and check that the model
+# takes their inputs. The others are counted without reading their files.
+LOADED_TO_CHECK = ("mnist1d", "digits", "synthetic", "diabetes", "csv")
 CLASSES = {"cifar10": 10, "cifar10_jpeg": 10, "svhn": 10, "tinyimagenet": 200, "celeba": 2, "adult": 2,
            "abalone": 1}
 

@@ -333,3 +333,15 @@ if __name__ == "__main__":
             total = {k: total[k] + row[k] for k in OUTCOMES}
     print(f"{'total':<10}" + "".join(f"{total[k]:>{w}}" for k, w in zip(OUTCOMES, widths)))
     print(f"records written: {table['records written']['tried']}")
+
+
+def test_a_table_of_ones_own_is_read_to_check_the_chapters_knobs(tmp_path):
+    """A csv table is loaded before training, like the generated datasets: K is checked against
+    its classes (3 here), not only against the model's inputs."""
+    table = tmp_path / "three.csv"
+    rows = [f"{i % 7},{(i * 3) % 5},{i % 3}" for i in range(60)]
+    table.write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    options = {"path": str(table), "target": "label", "task": "classification"}
+    assert chapter_settings("bottom_k", "smoke", dataset="csv", model="mlp", dataset_options=options, K=1).K == 1
+    with pytest.raises(ValueError, match=r"^K=5: must be at most the number of classes of csv=3"):
+        chapter_settings("bottom_k", "smoke", dataset="csv", model="mlp", dataset_options=options, K=5)
