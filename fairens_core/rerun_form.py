@@ -106,8 +106,9 @@ class RerunForm:
     def _repr_mimebundle_(self, include=None, exclude=None):
         bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude)
         bundle = dict(bundle[0] if isinstance(bundle, tuple) else bundle)
-        bundle["text/markdown"] = note(self.notebook.stem)
-        bundle.pop("text/plain", None)
+        # The note stands in for the form wherever widgets are not drawn; as the plain text too,
+        # so that a saved chapter does not carry a memory address that changes at every run.
+        bundle["text/markdown"] = bundle["text/plain"] = note(self.notebook.stem)
         return bundle
 
 
