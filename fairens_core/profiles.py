@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 from .config import SPECS, TrainConfig
 from .corruptions import CORRUPTIONS_1D, CORRUPTIONS_IMAGE, SEVERITIES, family
-from .data import load_dataset
+from .data import Dataset, load_dataset
 from .models import check_input_shape
 from .randomness import parse_vary
 from .schema import Spec
@@ -461,11 +461,20 @@ CLASSES = {"cifar10": 10, "cifar10_jpeg": 10, "svhn": 10, "tinyimagenet": 200, "
            "abalone": 1}
 
 
-def dataset_facts(config: TrainConfig) -> tuple[int | None, set[str] | None]:
+def _loaded_to_check(config: TrainConfig, loaded: dict) -> Dataset:
+    """The config's dataset, one of LOADED_TO_CHECK; `loaded` keeps the datasets already read, so
+    that the checks of one chapter read a reader's table once."""
+    key = (config.dataset, str(config.data_root), repr(sorted(config.dataset_options.items())))
+    if key not in loaded:
+        loaded[key] = load_dataset(config.dataset, config.data_root, **config.dataset_options)
+    return loaded[key]
+
+
+def dataset_facts(config: TrainConfig, loaded: dict | None = None) -> tuple[int | None, set[str] | None]:
     """(number of classes, protected attributes) of the config's dataset; None where unknown."""
     options = config.dataset_options
     if config.dataset in LOADED_TO_CHECK:
-        data = load_dataset(config.dataset, config.data_root, **options)
+        data = _loaded_to_check(config, {} if loaded is None else loaded)
         return data.num_classes, set(data.group_names)
     if config.dataset == "cifar100":
         return (20 if options.get("label") == "coarse" else 100), set()
@@ -476,25 +485,25 @@ def dataset_facts(config: TrainConfig) -> tuple[int | None, set[str] | None]:
     return CLASSES.get(config.dataset), (set() if config.dataset in CLASSES else None)
 
 
-def _model_takes_inputs(name: str, value, config: TrainConfig) -> None:
+def _model_takes_inputs(name: str, value, config: TrainConfig, loaded: dict) -> None:
     """The config's model must take one input of its dataset (checked for the datasets that are
     loaded to check); ValueError naming the knob, before anything trains."""
     if config.dataset not in LOADED_TO_CHECK:
         return
-    shape = load_dataset(config.dataset, config.data_root, **config.dataset_options).input_shape
+    shape = _loaded_to_check(config, loaded).input_shape
     try:
         check_input_shape(config.model, shape)
     except ValueError as err:
         raise ValueError(f"{name}={value!r} on dataset {config.dataset!r}: {err}") from None
 
 
-def _corruptible(config: TrainConfig) -> None:
+def _corruptible(config: TrainConfig, loaded: dict) -> None:
     """The corruption chapter needs images or 1-D signals (`corruptions.family`); tables have neither."""
     if config.dataset in ("adult", "abalone", "csv"):
         raise ValueError(f"dataset={config.dataset!r}: the corruptions take images or 1-D signals, not table rows")
     if config.dataset in LOADED_TO_CHECK:
         try:
-            family(load_dataset(config.dataset, config.data_root, **config.dataset_options).x_test[:1])
+            family(_loaded_to_check(config, loaded).x_test[:1])
         except ValueError as err:
             raise ValueError(f"dataset={config.dataset!r}: {err}") from None
 
@@ -512,13 +521,13 @@ def _trainable(name: str, value, base: TrainConfig, **changes) -> None:
         raise ValueError(f"{name}={value!r}: {err}") from None
 
 
-def _overrides(name: str, overrides: dict, base: TrainConfig, **fixed) -> None:
+def _overrides(name: str, overrides: dict, base: TrainConfig, loaded: dict, **fixed) -> None:
     """A dict knob of TrainConfig overrides must name fields and give a valid config."""
     unknown = sorted(set(overrides) - set(SPECS))
     if unknown:
         raise ValueError(f"{name}={overrides!r}: unknown TrainConfig field(s) {unknown}")
     _trainable(name, overrides, base, **fixed, **overrides)
-    _model_takes_inputs(name, overrides, base.replace(**fixed, **overrides))
+    _model_takes_inputs(name, overrides, base.replace(**fixed, **overrides), loaded)
 
 
 def check_knobs(chapter: str, knobs: dict, config: TrainConfig) -> None:
@@ -526,16 +535,17 @@ def check_knobs(chapter: str, knobs: dict, config: TrainConfig) -> None:
     if chapter != "augmented_objective" and config.members < 2:  # it trains nothing of its own
         raise ValueError(f"members={config.members!r}: chapter {chapter!r} compares members: at least 2")
     members = config.members
+    loaded = {}  # the datasets read so far, each read once
     if knobs.get("pools"):  # the pools name the models trained; the config's own is not
         for model, width, _ in knobs["pools"]:
-            _model_takes_inputs("pools", knobs["pools"], config.replace(model=model, width=width))
+            _model_takes_inputs("pools", knobs["pools"], config.replace(model=model, width=width), loaded)
     else:
-        _model_takes_inputs("model", config.model, config)
+        _model_takes_inputs("model", config.model, config, loaded)
     if chapter == "corruption":
-        _corruptible(config)
+        _corruptible(config, loaded)
     class_k = KNOB_SPECS[chapter].get("K") is _CLASS_K  # Part I: K classes per group (Part III: members)
     if class_k or any(name in knobs for name in ("ks", "label", "attribute")):
-        classes, attributes = dataset_facts(config)
+        classes, attributes = dataset_facts(config, loaded)
         if classes is not None:
             if class_k:
                 _at_most("K", knobs["K"], classes, f"the number of classes of {config.dataset}")
@@ -576,7 +586,7 @@ def check_knobs(chapter: str, knobs: dict, config: TrainConfig) -> None:
                         ("abalone_train", dict(dataset="abalone", dataset_options={})),
                         ("forgetting_train", {}), ("cnn_train", {}), ("second_model_train", {})):
         if knobs.get(name):
-            _overrides(name, knobs[name], config, **fixed)
+            _overrides(name, knobs[name], config, loaded, **fixed)
     if chapter in ("tabular_collusion", "generalization", "independent_vs_joint"):
         for beta in knobs["betas"]:
             _trainable("betas", knobs["betas"], config, beta=beta)

@@ -21,8 +21,9 @@ import pytest
 
 from fairens_core import TrainConfig, run
 from fairens_core import __main__ as cli
-from fairens_core import runner
+from fairens_core import profiles, runner
 from fairens_core import train as train_mod
+from fairens_core.data import load_dataset
 from fairens_core.profiles import chapter_settings
 
 TINY = dict(dataset="mnist1d", dataset_options={"n_samples": 700}, model="cnn1d", width=0.5, members=2, epochs=1,
@@ -345,3 +346,21 @@ def test_a_table_of_ones_own_is_read_to_check_the_chapters_knobs(tmp_path):
     assert chapter_settings("bottom_k", "smoke", dataset="csv", model="mlp", dataset_options=options, K=1).K == 1
     with pytest.raises(ValueError, match=r"^K=5: must be at most the number of classes of csv=3"):
         chapter_settings("bottom_k", "smoke", dataset="csv", model="mlp", dataset_options=options, K=5)
+
+
+def test_the_checks_read_a_table_once(tmp_path, monkeypatch):
+    """A chapter with several pools checks each pool's model against the reader's table and K
+    against its classes: one read of the file serves them all."""
+    table = tmp_path / "three.csv"
+    table.write_text("a,b,label\n" + "\n".join(f"{i % 7},{(i * 3) % 5},{i % 3}" for i in range(60)) + "\n")
+    reads = []
+
+    def counted(*args, **options):
+        reads.append(args)
+        return load_dataset(*args, **options)
+
+    monkeypatch.setattr(profiles, "load_dataset", counted)
+    pools = [["mlp", 1, None], ["mlp", 0.5, None]]
+    chapter_settings("churn", "smoke", dataset="csv", model="mlp", pools=pools,
+                     dataset_options={"path": str(table), "target": "label", "task": "classification"})
+    assert len(reads) == 1
