@@ -9,7 +9,8 @@ timed by the measured wall time stored in its record (or, for a run not in the c
 estimate from this CPU's speed, counted apart). A run two chapters share is counted in both: each
 figure is what that chapter costs alone, from an empty cache. Analysis: the chapter's
 re-execution time with every record cached, from a `book_rebuild.py` JSON. The JSON written here
-is what each chapter's "Re-run this chapter" box quotes (`fairens_core.rerun_box`).
+is what each chapter's "Re-run this chapter" box quotes (`fairens_core.rerun_box`); each chapter's
+entry carries the date it was measured, as a refresh of some chapters keeps the others' figures.
 """
 
 from __future__ import annotations
@@ -62,9 +63,12 @@ def main(argv=None) -> int:
                             "--plan", str(plan)], check=True, stdout=subprocess.DEVNULL)
             entries += read_plan(plan) if plan.exists() else []
     costs = chapter_costs(entries, json.loads(args.rebuild.read_text()))
+    for cost in costs.values():
+        cost["date"] = date.today().isoformat()
     if args.chapters and args.json.exists():  # refresh only these chapters of an earlier measurement
-        earlier = json.loads(args.json.read_text())["chapters"]
-        costs = dict(sorted({**earlier, **{name: costs[name] for name in names}}.items()))
+        earlier = json.loads(args.json.read_text())
+        kept = {name: {"date": earlier["date"], **cost} for name, cost in earlier["chapters"].items()}
+        costs = dict(sorted({**kept, **{name: costs[name] for name in names}}.items()))
     for chapter, c in costs.items():
         estimated = f" (+{c['estimated_seconds']:.0f} s estimated)" if c["estimated_seconds"] else ""
         print(f"{chapter:<24} {c['runs']:>3} runs  training {c['train_seconds'] / 60:6.1f} min{estimated}"

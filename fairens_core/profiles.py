@@ -77,7 +77,9 @@ CHAPTERS: dict[str, dict[str, dict]] = {
     # Part I ch. 2: 10 MLPs on synthetic data with a 10% minority (a 50% test split leaves 500
     # minority test examples), every ablation x 3 seeds (~3 s each on a CPU); Adult: the ablations of
     # the paper's Table 2 (All = Init&BatchOrder without augmentation), 3 short epochs; depth-10 trees;
-    # BatchOrder and Init again at a quarter and four times the peak learning rate (12 runs, ~2 min).
+    # BatchOrder and Init again at a quarter and four times the peak learning rate (12 runs, ~2 min),
+    # and at a quarter and four times the batch size: the same 16-fold span of lr / batch, the scale
+    # of SGD's gradient noise.
     "minority_groups": {
         "default": dict(
             train=dict(dataset="synthetic", dataset_options={"n_samples": 10000, "test_fraction": 0.5},
@@ -85,13 +87,13 @@ CHAPTERS: dict[str, dict[str, dict]] = {
             attribute="group", label=None, ablations=["batch_order", "init", "init+batch_order", "all"],
             repeats=3, adult_train=dict(model="mlp", epochs=3, batch_size=512, warmup_epochs=1),
             adult_ablations=["batch_order", "init", "init+batch_order", "all"], tree_depth=10,
-            lr_factors=[0.25, 1, 4]),
+            lr_factors=[0.25, 1, 4], batch_sizes=[64, 256, 1024]),
         "smoke": dict(
             train=dict(dataset="synthetic", dataset_options={"n_samples": 2000, "test_fraction": 0.5},
                        model="mlp", members=4, epochs=2, batch_size=256),
             attribute="group", label=None, ablations=["batch_order", "init", "init+batch_order", "all"],
             repeats=2, adult_train=dict(model="mlp", epochs=1, batch_size=1024),
-            adult_ablations=["init+batch_order"], tree_depth=6, lr_factors=[1, 4]),
+            adult_ablations=["init+batch_order"], tree_depth=6, lr_factors=[1, 4], batch_sizes=[64, 256]),
         # Paper scale (GPU): CelebA blond vs not, the protected subgroup blond males (§3.1), 20
         # ResNet-18s with crop/flip (so All and DA differ from Init&BatchOrder); Adult ablations.
         "full": dict(
@@ -102,7 +104,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
             adult_train=dict(model="mlp", augment=(), precision="fp32", label_smoothing=0.0, epochs=20,
                              batch_size=512, lr=0.1, warmup_epochs=2),
             adult_ablations=["batch_order", "init", "init+batch_order", "all"], tree_depth=10,
-            lr_factors=[0.25, 1, 4]),
+            lr_factors=[0.25, 1, 4], batch_sizes=[128, 512, 2048]),
     },
     # Part II ch. 2: no training of its own (it reuses the ensembles of chapters diversity and
     # bottom_k); knobs of the L_beta grid, the free-prediction descent and the GAT check.
@@ -407,7 +409,7 @@ KNOB_SPECS: dict[str, dict[str, Spec]] = {
     "minority_groups": dict(attribute=Spec("str", note="(a protected attribute of the dataset)"),
                             label=Spec("int", low=0, optional=True), ablations=_ABLATIONS, repeats=_COUNT,
                             adult_train=_OVERRIDES, adult_ablations=_ABLATIONS, tree_depth=_COUNT,
-                            lr_factors=_POSITIVES),
+                            lr_factors=_POSITIVES, batch_sizes=Spec("list", item=_COUNT, min_items=1)),
     "augmented_objective": dict(betas=_BETAS, descent_betas=_BETAS, steps=_COUNT, lr=_POSITIVE, alphas=_POSITIVES,
                                 sizes=Spec("list", item=Spec("int", low=2), min_items=1)),
     "randomness": dict(K=_CLASS_K, draws=_COUNT),

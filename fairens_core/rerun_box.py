@@ -112,7 +112,8 @@ def default_cost(name: str, root: Optional[Path]) -> str:
              f"{_minutes(train)}" if cost["runs"] else "it trains nothing"]
     if cost.get("analysis_seconds") is not None:
         parts.append(f"executing the chapter with every record cached {_minutes(cost['analysis_seconds'])}")
-    return (f"With the default parameters on {cpus} (measured {measured['date']}), " + ", and ".join(parts)
+    when = cost.get("date", measured["date"])  # a chapter refreshed alone carries its own date
+    return (f"With the default parameters on {cpus} (measured {when}), " + ", and ".join(parts)
             + "; runs that another chapter already trained are read from the cache.")
 
 
