@@ -311,7 +311,7 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "default": dict(train=dict(PART1_DEFAULT_TRAIN), K=3, ks=[1, 2, 3, 4, 5], draws=100,
                         difficulty_sizes=[5000, 10000, 25000], large_members=50),
         "smoke": dict(K=2, ks=[1, 2], draws=10, difficulty_sizes=[1000, 1500], large_members=6),
-        "full": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100, difficulty_sizes=None, large_members=None),
+        "full": dict(K=3, ks=[1, 2, 3, 4, 5], draws=100, difficulty_sizes=[], large_members=0),
     },
 }
 
@@ -442,10 +442,9 @@ KNOB_SPECS: dict[str, dict[str, Spec]] = {
                                 perplexity=Spec("float", low=0, low_open=True, optional=True)),
     "hardness": dict(runs=Spec("int", low=2, note="(at most members)"), hardest=_COUNT),
     "bottom_k": dict(K=_CLASS_K, ks=Spec("list", item=_CLASS_K, min_items=1), draws=_COUNT,
-                     difficulty_sizes=Spec("list", item=Spec("int", low=100), min_items=1, optional=True,
-                                           note="(mnist1d's n_samples, one pool each; None: no map)"),
-                     large_members=Spec("int", low=2, optional=True,
-                                        note="(more than members; None: no larger pools)")),
+                     difficulty_sizes=Spec("list", item=Spec("int", low=100),
+                                           note="(mnist1d's n_samples, one pool each; []: no map)"),
+                     large_members=Spec("int", low=0, note="(more than members; 0: no larger pools)")),
     "coupling": dict(_PART3_SPECS, draws=_COUNT,
                      second_model_train=Spec("dict", optional=True, note="(TrainConfig overrides; None: not run)")),
     "function_space": dict(_PART3_SPECS, parents=Spec("int", low=2)),
@@ -574,9 +573,9 @@ def check_knobs(chapter: str, knobs: dict, config: TrainConfig) -> None:
         raise ValueError(f"member={knobs['member']!r}: a member index, 0 to members - 1 = {members - 1}")
     if "tail_epochs" in knobs:
         _at_most("tail_epochs", knobs["tail_epochs"], config.epochs, "epochs")
-    if chapter == "bottom_k" and knobs["large_members"] is not None and knobs["large_members"] <= members:
+    if chapter == "bottom_k" and knobs["large_members"] and knobs["large_members"] <= members:
         raise ValueError(f"large_members={knobs['large_members']!r}: the larger pools need more than "
-                         f"members={members} members (None: no larger pools)")
+                         f"members={members} members (0: no larger pools)")
     if chapter == "reinit":
         _at_most("pairs", knobs["pairs"], members * (members - 1) // 2, "the child pairs of members")
     if chapter == "flops" and knobs["sizes"] is not None:
@@ -651,8 +650,7 @@ def chapter_settings(chapter: str | None, profile: str = "default", **parameters
     config = TrainConfig(**train).validate()
     if chapter:
         knobs = {name: KNOB_SPECS[chapter][name].check(name, value) for name, value in knobs.items()}
-        large = knobs.get("large_members")
-        if chapter == "bottom_k" and "large_members" not in given and large is not None and large <= config.members:
-            knobs["large_members"] = None  # the profile's larger pools would be no larger than this pool
+        if chapter == "bottom_k" and "large_members" not in given and knobs["large_members"] <= config.members:
+            knobs["large_members"] = 0  # the profile's larger pools would be no larger than this pool
         check_knobs(chapter, knobs, config)
     return SimpleNamespace(config=config, profile=profile, **knobs)

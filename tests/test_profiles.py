@@ -28,9 +28,16 @@ def test_unknown_parameters_and_profiles_are_named():
 def test_larger_pools_must_be_larger():
     assert chapter_settings("bottom_k", "default").large_members == 50
     # the profile's 50 is no larger pool for 60 members: the section is skipped, not an error
-    assert chapter_settings("bottom_k", "default", members=60).large_members is None
+    assert chapter_settings("bottom_k", "default", members=60).large_members == 0
     with pytest.raises(ValueError, match="large_members=10: the larger pools need more than members=20"):
         chapter_settings("bottom_k", "default", large_members=10)
+
+
+def test_a_reader_can_switch_off_the_costly_sections():
+    # None keeps the profile's choice; 0 and [] switch the larger pools and the difficulty map off
+    settings = chapter_settings("bottom_k", "default", large_members=0, difficulty_sizes=[])
+    assert settings.large_members == 0 and settings.difficulty_sizes == []
+    assert chapter_settings("bottom_k", "default", large_members=None).large_members == 50
 
 
 def test_independent_vs_joint_may_compare_equal_sizes():
