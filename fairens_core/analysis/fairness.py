@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .. import metrics as M
-from ..claims import Claim, exceeds, untestable
+from ..claims import Claim, exceeds, finite, plus_minus, untestable
 from .stats import mean_se
 
 GROUPS = ("all", "top-k", "bottom-k")
@@ -210,10 +210,6 @@ def two_se_claim(claim: str, paper: str, measured: str, difference: float, se: f
 
 
 def describe(value: float, se: float, digits: int = 1, unit: str = "") -> str:
-    """"+4.4 ± 0.7 pts" (or "undefined" for a non-finite value; no SE part when it is undefined)."""
-    if not np.isfinite(value):
-        return "undefined"
-    text = f"{value:+.{digits}f}"
-    if np.isfinite(se):
-        text += f" ± {se:.{digits}f}"
-    return text + (f" {unit}" if unit else "")
+    """"+4.4 ± 0.7 pts": `claims.plus_minus` with a unit (none after "undefined")."""
+    text = plus_minus(value, se, digits=digits)
+    return text + (f" {unit}" if unit and finite(value) else "")
