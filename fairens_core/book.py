@@ -34,6 +34,10 @@ from ``records/full`` (``$FAIRENS_RECORDS``), which ``python -m fairens_core pac
 a run missing there is trained.
 
 The book's Sphinx extension is :mod:`fairens_core.sphinx_ext`.
+
+The notebook packages (yaml, nbformat, papermill) are imported by the functions that use them:
+``python -m fairens_core train`` loads this module too, and must run where only torch and the
+scientific stack are installed (the GPU machines).
 """
 
 from __future__ import annotations

@@ -50,13 +50,13 @@ def test_device_session_benchmarks_trains_the_plan_and_returns_the_records(tmp_p
 
 
 def test_train_runs_without_notebook_packages(tmp_path):
-    """The GPU machine lacks altair, ray, ipywidgets and papermill: `python -m fairens_core train`
-    must not import them (mnist1d stays importable here: it is this test's data)."""
+    """The GPU machine lacks altair, ray, ipywidgets and the notebook packages: `python -m fairens_core
+    train` must not import them (mnist1d stays importable here: it is this test's data)."""
     args = ["train", "--dataset", "mnist1d", "--dataset-options", '{"n_samples": 300}', "--model", "mlp",
             "--width", "0.25", "--members", "2", "--epochs", "1", "--warmup-epochs", "0.5", "--device", "cpu",
             "--quiet"]
     code = ("import runpy, sys\n"
-            "for name in ('altair', 'ray', 'ipywidgets', 'papermill'):\n    sys.modules[name] = None\n"
+            "for name in ('altair', 'ray', 'ipywidgets', 'papermill', 'nbformat', 'yaml'):\n    sys.modules[name] = None\n"
             f"sys.argv = ['fairens_core'] + {args!r}\n"
             "runpy.run_module('fairens_core', run_name='__main__', alter_sys=True)\n")
     env = {**os.environ, "FAIRENS_CACHE": str(tmp_path / "cache")}

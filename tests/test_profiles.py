@@ -38,6 +38,8 @@ def test_a_reader_can_switch_off_the_costly_sections():
     settings = chapter_settings("bottom_k", "default", large_members=0, difficulty_sizes=[])
     assert settings.large_members == 0 and settings.difficulty_sizes == []
     assert chapter_settings("bottom_k", "default", large_members=None).large_members == 50
+    settings = chapter_settings("minority_groups", "default", lr_factors=[], batch_sizes=[])
+    assert settings.lr_factors == [] and settings.batch_sizes == []
 
 
 def test_independent_vs_joint_may_compare_equal_sizes():

@@ -50,8 +50,10 @@ def page_text(notebook: Path) -> tuple[str, str]:
 RERUNS = {
     "bottom_k on digits with MLPs": ("part1_fair_ensemble/bottom_k", dict(profile="smoke", dataset="digits",
                                                                          model="mlp"), "digits", "mnist1d"),
-    "minority_groups with one ablation": ("part1_fair_ensemble/minority_groups",
-                                          dict(profile="smoke", ablations=["init"]), None, None),
+    # the learning-rate sweep switched off, the batch-size sweep down to one setting
+    "minority_groups with one ablation, no sweeps": ("part1_fair_ensemble/minority_groups",
+                                                     dict(profile="smoke", ablations=["init"], lr_factors=[],
+                                                          batch_sizes=[64]), None, None),
     "randomness with 2 members": ("part1_fair_ensemble/randomness", dict(profile="smoke", members=2), None, None),
     "independent_vs_joint with equal sizes": ("part2_collusion/independent_vs_joint",
                                               dict(profile="smoke", members=3, large_members=3), None, None),

@@ -219,14 +219,15 @@ def churn_by_seed(frame: pd.DataFrame, subgroup: str = "all") -> pd.DataFrame:
 def churn_by_setting(tables: dict, a: str, b: str, subgroup: str = "all") -> pd.DataFrame:
     """Churn of ablations ``a`` and ``b`` and their ratio in every setting {setting: `ablation_table`
     frame} (e.g. one per learning rate): one row per setting with columns setting, churn_a and
-    churn_b (mean over seeds, %), ratio (a / b, paired by seed), ratio_se and seeds."""
+    churn_b (mean over seeds, %), ratio (a / b, paired by seed), ratio_se and seeds (no rows, same
+    columns, for no settings)."""
     rows = []
     for setting, frame in tables.items():
         churn = churn_by_seed(frame, subgroup)
         ratio, se, n = churn_ratio(frame, a, b, subgroup)
         rows.append({"setting": setting, "churn_a": 100 * churn[a].mean(), "churn_b": 100 * churn[b].mean(),
                      "ratio": ratio, "ratio_se": se, "seeds": n})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["setting", "churn_a", "churn_b", "ratio", "ratio_se", "seeds"])
 
 
 def churn_ratio_change(tables: dict, a: str, b: str, low, high, subgroup: str = "all") -> tuple[float, float, int]:
