@@ -253,3 +253,7 @@ def test_churn_by_setting_and_its_change():
     change, se, n = S.churn_ratio_change({0.1: low, 0.4: high}, "BatchOrder", "All", 0.1, 0.4)
     # per seed, the ratio doubles: the change is the low ratio itself, 0.25, 0.5, 0.5
     assert change == pytest.approx((0.25 + 0.5 + 0.5) / 3) and n == 3
+    # a change between conditions needs three seeds for its standard error
+    two_seeds = {k: t[t.seed != t.seed.max()] for k, t in {0.1: low, 0.4: high}.items()}
+    change, se, n = S.churn_ratio_change(two_seeds, "BatchOrder", "All", 0.1, 0.4)
+    assert n == 2 and se != se

@@ -22,7 +22,7 @@ from ..claims import exceeds
 from ..randomness import parse_vary
 from ..runner import run
 from .fairness import subgroup_table
-from .stats import mean_se
+from .stats import MIN_SEEDS, mean_se
 
 # Ko et al. (2023) §4.2 names of the ablations: which sources of randomness differ between members.
 ABLATIONS = {
@@ -232,10 +232,11 @@ def churn_by_setting(tables: dict, a: str, b: str, subgroup: str = "all") -> pd.
 
 def churn_ratio_change(tables: dict, a: str, b: str, low, high, subgroup: str = "all") -> tuple[float, float, int]:
     """How much the churn ratio a / b grows from setting ``low`` to setting ``high`` of `tables`
-    ({setting: `ablation_table` frame}), paired by seed: (mean, standard error, count)."""
+    ({setting: `ablation_table` frame}), paired by seed: (mean, standard error, count). It compares
+    conditions, so the SE is NaN (a 2-SE rule not testable) below `MIN_SEEDS` seeds."""
     low_churn, high_churn = churn_by_seed(tables[low], subgroup), churn_by_seed(tables[high], subgroup)
     change = (high_churn[a] / high_churn[b] - low_churn[a] / low_churn[b]).dropna()
-    return mean_se(change)
+    return mean_se(change, min_count=MIN_SEEDS)
 
 
 def minority_gain_difference(frame: pd.DataFrame, a: str, b: str, minority: str | None = None,
