@@ -135,6 +135,22 @@ def within(difference, tolerance, se=0.0, margin: float = 2.0) -> Optional[bool]
     return None
 
 
+def not_worse(difference, tolerance, se, margin: float = 2.0) -> Optional[bool]:
+    """The pass rule for "A is not worse than B by more than `tolerance`" (non-inferiority):
+    True when ``difference = A - B`` minus ``margin`` standard errors stays at or above
+    ``-tolerance``, False when the difference plus the margin is still below it, and None (not
+    testable: too noisy to decide) when the band straddles it or a value is not finite. Like
+    :func:`within`, a noisy run cannot pass it by noise."""
+    if not finite(difference, tolerance, se):
+        return None
+    band = margin * float(se)
+    if float(difference) - band >= -float(tolerance):
+        return True
+    if float(difference) + band < -float(tolerance):
+        return False
+    return None
+
+
 def all_hold(verdicts: Iterable[Optional[bool]]) -> Optional[bool]:
     """Three-valued "and" of pass-rule verdicts: False when any fails, True when there is at least
     one and all hold, None (not testable) otherwise (none given, or some untestable and none failing)."""
@@ -235,7 +251,7 @@ def summary_text(rows: Iterable[ClaimLike]) -> str:
         verdict = (f"all {len(tested)} of the paper's claims tested hold in this run." if len(tested) > 1
                    else "the paper's claim holds in this run.")
     elif not held:
-        verdict = (f"none of the {len(tested)} paper's claims tested holds in this run." if len(tested) > 1
+        verdict = (f"none of the {len(tested)} claims of the paper tested here holds." if len(tested) > 1
                    else "the paper's claim does not hold in this run.")
     else:
         verdict = f"{len(held)} of {len(tested)} of the paper's claims hold in this run."

@@ -182,6 +182,7 @@ def test_gradient_adjusted_check(ensembles, leave_one_out):
     reg, y, _, _ = ensembles
     table = C.gradient_adjusted_check(reg, y, [0.5, 1.0, 3.0], leave_one_out)
     assert (table[["objective_gap", "gradient_gap", "detached_gradient_gap"]] < 1e-12).all().all()
+    assert table.beta_fitted.tolist() == pytest.approx(table.beta.tolist(), abs=1e-9)  # measured, not the formula
     if leave_one_out:
         assert table.beta.tolist() == pytest.approx([D.leave_one_out_gradient_adjusted_beta(a, 4) for a in (0.5, 1, 3)])
         assert table.beta.iloc[-1] == pytest.approx(1.0)  # α = M − 1
@@ -194,6 +195,14 @@ def test_gradient_adjusted_check_detects_a_wrong_beta(ensembles, monkeypatch):
     monkeypatch.setattr(C, "detached_target_beta", lambda alpha, members=None: 1 - 1 / (1 + alpha) ** 2)
     table = C.gradient_adjusted_check(reg, y, [1.0])
     assert table.detached_gradient_gap.iloc[0] > 1e-3
+
+
+def test_fitted_beta_does_not_read_the_formula(ensembles, monkeypatch):
+    reg, y, _, _ = ensembles
+    monkeypatch.setattr(C.D, "gradient_adjusted_beta", lambda alpha: 0.5)  # a wrong Thm D.1
+    table = C.gradient_adjusted_check(reg, y, [1.0])
+    assert table.beta.iloc[0] == 0.5 and table.objective_gap.iloc[0] > 1e-6
+    assert table.beta_fitted.iloc[0] == pytest.approx(0.75, abs=1e-9)
 
 
 def test_detached_target_beta():

@@ -1,6 +1,7 @@
 """Tests for fairens_core.analysis.coupling (Part III, chapters "coupling" and "function_space")."""
 
 import math
+import statistics
 from types import SimpleNamespace
 
 import numpy as np
@@ -228,9 +229,9 @@ def test_seed_configs_repeat_every_condition_per_seed():
 
 
 def test_mean_se_and_over_seeds():
-    assert C.mean_se([1.0, 3.0]) == (2.0, 1.0)  # std (ddof 1) sqrt(2) / sqrt(2)
-    m, se = C.mean_se([5.0])
-    assert m == 5.0 and math.isnan(se)
+    assert C.mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1 / 3 ** 0.5))  # std (ddof 1) 1 / sqrt(3)
+    m, se = C.mean_se([1.0, 3.0])  # a difference between conditions needs three seeds
+    assert m == 2.0 and math.isnan(se)
     frame = pd.DataFrame({"condition": ["a", "a", "b", "b"], "spawn_step": [None, None, 3, 3],
                           "seed": [0, 1, 0, 1], "gain": [1.0, 3.0, 0.0, 0.0]})
     out = C.over_seeds(frame, ["gain"])
@@ -240,10 +241,13 @@ def test_mean_se_and_over_seeds():
 
 
 def test_seed_difference_is_paired_by_seed():
-    frame = pd.DataFrame({"condition": ["a", "a", "a", "b", "b"], "spawn_step": [None, None, None, 3, 3],
-                          "seed": [0, 1, 2, 0, 1], "gain": [1.0, 2.0, 9.0, 0.5, 1.0]})
+    frame = pd.DataFrame({"condition": ["a"] * 4 + ["b"] * 3, "spawn_step": [None] * 4 + [3] * 3,
+                          "seed": [0, 1, 2, 3, 0, 1, 2], "gain": [1.0, 2.0, 3.0, 9.0, 0.5, 1.0, 1.0]})
     d, se, n = C.seed_difference(frame, "gain", ("a", None), ("b", 3))
-    assert n == 2 and d == pytest.approx(0.75) and se == pytest.approx(0.25)  # seed 2 has no partner
+    # seed 3 has no partner; the paired differences are 0.5, 1 and 2
+    assert n == 3 and d == pytest.approx(3.5 / 3) and se == pytest.approx(statistics.stdev([0.5, 1, 2]) / 3 ** 0.5)
+    two = C.seed_difference(frame[frame.seed < 2], "gain", ("a", None), ("b", 3))
+    assert two[2] == 2 and math.isnan(two[1])  # two seeds: no 2-SE rule
 
 
 def test_children_kl_names_other_keys():

@@ -112,3 +112,11 @@ def test_paired_differences_and_the_two_se_rule(pool):
     assert fairness.two_se_claim("c", "p", "m", 1.0, 0.1, 2).holds is None  # too few seeds
     assert fairness.two_se_claim("c", "p", "m", float("nan"), 0.1, 3).note.startswith("not testable here")
     assert fairness.describe(float("inf"), 0.1) == "undefined"
+
+
+def test_reach_by_pool_reads_each_pool_on_its_own():
+    one = _curves({"top-k": [1.0, 1.04, 1.04, 1.04], "bottom-k": [1.0, 1.02, 1.03, 1.04]}).assign(pool_seed=0)
+    two = _curves({"top-k": [1.0, 1.01, 1.04, 1.04], "bottom-k": [1.0, 1.01, 1.02, 1.04]}).assign(pool_seed=1)
+    reach = fairness.reach_by_pool(pd.concat([one, two]), 0.95)
+    assert reach.loc[0].to_dict() == {"top-k": 2, "bottom-k": 4}
+    assert reach.loc[1].to_dict() == {"top-k": 3, "bottom-k": 4}

@@ -140,7 +140,7 @@ def test_compare_claims_matches_by_statement_and_flags_changed_verdicts():
 
 
 def test_pass_rules_need_size_and_say_when_untestable():
-    from fairens_core.claims import exceeds, within
+    from fairens_core.claims import exceeds, not_worse, within
 
     assert exceeds(0.5, 0.1) is True          # 5 standard errors
     assert exceeds(0.15, 0.1) is False        # right direction, inside the 2-SE margin
@@ -151,6 +151,11 @@ def test_pass_rules_need_size_and_say_when_untestable():
     assert within(0.3, 0.25, 0.1) is None                    # the band straddles the tolerance
     assert within(0.112, 0.01, 0.052) is None                # a noisy run cannot pass by noise
     assert within(float("nan"), 0.1) is None
+    assert not_worse(-0.2, tolerance=1.0, se=0.3) is True    # -0.2 - 0.6 stays above -1
+    assert not_worse(-2.0, 1.0, 0.3) is False                 # -2.0 + 0.6 is still below -1
+    assert not_worse(-0.5, 1.0, 0.5) is None                  # the band straddles -1
+    assert not_worse(0.0, 1.0, 5.0) is None                   # a noisy run cannot pass by noise
+    assert not_worse(0.0, 1.0, float("nan")) is None
     assert Claim("c", "p", "m", None, note="one seed").note == "not testable here: one seed"
     assert Claim("c", "p", "m", None).note.startswith("not testable here: this run cannot decide it")
 

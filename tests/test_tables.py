@@ -53,7 +53,7 @@ def test_summary_counts_and_explains_failures():
     assert "Note: only 10 classes" in text and "Measured: size 9" in text
     assert "\\$5" in text  # no stray dollar math
     assert "all 1 " not in summary_text(ROWS[:1]) and "The paper's claim holds" in summary_text(ROWS[:1])
-    assert "None of the 2 paper's claims" in summary_text(ROWS[1:])
+    assert "None of the 2 claims of the paper tested here holds" in summary_text(ROWS[1:])
 
 
 def test_summary_defaults_to_the_latest_table():

@@ -380,11 +380,14 @@ def gradient_adjusted_check(preds, targets, alphas: Iterable[float], leave_one_o
     The last two columns repeat the gradient check with the adjusted target held fixed,
     against (1 + α)·∇L_β at β = :func:`detached_target_beta`.
 
+    ``beta_fitted`` measures the β the GAT objective weights DIV by without the formula: L_β is
+    linear in β, so GAT/(1+α)² = (1 − β)·L_0 + β·L_1 is solved for β from the engine's L_0 and L_1.
+
     Args:
         preds: (M, N) or (M, N, 1) regression outputs; targets: (N,).
 
     Returns:
-        One row per α: alpha, variant, beta, objective_gap |GAT − (1+α)² L_β|,
+        One row per α: alpha, variant, beta, beta_fitted, objective_gap |GAT − (1+α)² L_β|,
         gradient_gap max |∇GAT − (1+α)² ∇L_β|, beta_detached, detached_gradient_gap.
     """
     f0 = _f64(preds)
@@ -409,10 +412,12 @@ def gradient_adjusted_check(preds, targets, alphas: Iterable[float], leave_one_o
             beta, beta_fixed = D.gradient_adjusted_beta(alpha), detached_target_beta(alpha)
         gat, g_gat = grad(lambda f: D.gradient_adjusted_target_loss(f, y, alpha, leave_one_out))
         lb, g_lb = grad(engine(beta))
+        l0, l1 = engine(0.0)(f0), engine(1.0)(f0)
         _, g_fixed = grad(lambda f: _fixed_target_loss(f, y, alpha, leave_one_out))
         _, g_lb_fixed = grad(engine(beta_fixed))
         rows.append({
             "alpha": alpha, "variant": "M − 1 (eq. 10)" if leave_one_out else "ensemble (eq. 8)", "beta": beta,
+            "beta_fitted": ((l0 - gat / (1 + alpha) ** 2) / (l0 - l1)).item(),
             "objective_gap": (gat - (1 + alpha) ** 2 * lb).abs().item(),
             "gradient_gap": (g_gat - (1 + alpha) ** 2 * g_lb).abs().max().item(),
             "beta_detached": beta_fixed,

@@ -356,8 +356,9 @@ def seed_coupling_table(records: Mapping, k: int | None = None, draws: int = 20)
 
 
 def mean_se(values) -> tuple[float, float]:
-    """(mean, standard error) of the finite values (`stats.mean_se` without the count)."""
-    return stats.mean_se(values)[:2]
+    """(mean, standard error) of the finite values, for a difference between conditions over seeds:
+    the SE is NaN (a 2-SE rule not testable) below `stats.MIN_SEEDS` values."""
+    return stats.mean_se(values, min_count=stats.MIN_SEEDS)[:2]
 
 
 def over_seeds(frame: pd.DataFrame, columns: Sequence[str],
@@ -368,7 +369,7 @@ def over_seeds(frame: pd.DataFrame, columns: Sequence[str],
     for key, group in frame.groupby(list(keys), dropna=False, sort=False):
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         for c in columns:
-            row[c], row[c + "_se"] = mean_se(group[c])
+            row[c], row[c + "_se"] = stats.mean_se(group[c])[:2]  # descriptive: from two seeds on
         row["seeds"] = len(group)
         rows.append(row)
     return _tidy(pd.DataFrame(rows))
@@ -376,7 +377,8 @@ def over_seeds(frame: pd.DataFrame, columns: Sequence[str],
 
 def seed_difference(frame: pd.DataFrame, column: str, a: tuple, b: tuple,
                     keys: Sequence[str] = ("condition", "spawn_step")) -> tuple[float, float, int]:
-    """(mean, SE, n) over seeds of column(a) − column(b), paired by seed.
+    """(mean, SE, n) over seeds of column(a) − column(b), paired by seed; the SE is NaN below
+    `stats.MIN_SEEDS` seeds (a claim comparing conditions needs three).
 
     `a` and `b` are key tuples (e.g. ("coupled-to-t", 0)); a None spawn step matches the
     reference conditions. Only seeds that have both keys count.

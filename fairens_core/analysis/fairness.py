@@ -179,6 +179,14 @@ def seed_curves(pools: dict, y: torch.Tensor, k: int, sizes=None, draws: int = 1
                      ignore_index=True)
 
 
+def reach_by_pool(curves: pd.DataFrame, fraction: float = 0.95) -> pd.DataFrame:
+    """`size_to_reach` of every pool of a `seed_curves` table: one row per pool seed, one column
+    per group (the smallest size reaching `fraction` of that pool's final gain)."""
+    column = f"size_to_{int(fraction * 100)}pct"
+    return pd.DataFrame({s: size_to_reach(c.drop(columns="pool_seed"), fraction)[column]
+                         for s, c in curves.groupby("pool_seed")}).T.rename_axis("pool_seed")
+
+
 def curve_gap(curves: pd.DataFrame, a: str = "bottom-k", b: str = "top-k") -> pd.DataFrame:
     """Gain of group a minus group b at every size, per pool seed: mean, se and n over the seeds
     (a `seed_curves` table); one row per size."""
