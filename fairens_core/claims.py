@@ -160,13 +160,15 @@ def all_hold(verdicts: Iterable[Optional[bool]]) -> Optional[bool]:
     return True if verdicts and all(verdicts) else None
 
 
-def plus_minus(value, se, scale: float = 1.0, digits: int = 2) -> str:
-    """``scale · value`` with its sign and ``± scale · se`` for a measured string, both rounded to
-    ``digits`` ("+2.20 ± 1.16"); the ± part is left out where the SE is not finite and the text is
-    "undefined" where the value is not."""
+def plus_minus(value, se, scale: float = 1.0, digits: int = 2, signed: bool = True) -> str:
+    """``scale · value`` and ``± scale · se`` for a measured string, both rounded to ``digits``
+    ("+2.20 ± 1.16"; a difference carries its sign, a level with ``signed=False`` does not:
+    "0.95 ± 0.02"); the ± part is left out where the SE is not finite and the text is "undefined"
+    where the value is not."""
     if not finite(value):
         return "undefined"
-    return f"{scale * float(value):+.{digits}f}" + (f" ± {scale * float(se):.{digits}f}" if finite(se) else "")
+    sign = "+" if signed else ""
+    return f"{scale * float(value):{sign}.{digits}f}" + (f" ± {scale * float(se):.{digits}f}" if finite(se) else "")
 
 
 def counts(rows: Iterable[ClaimLike]) -> dict:

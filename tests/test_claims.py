@@ -193,6 +193,9 @@ def test_plus_minus_formats_value_and_se():
     assert plus_minus(0.022, 0.0116, scale=100) == "+2.20 ± 1.16"
     assert plus_minus(-0.4437, 0.1249) == "-0.44 ± 0.12"
     assert plus_minus(0.5, float("nan"), digits=1) == "+0.5"  # no SE: the ± part is left out
+    assert plus_minus(0.9512, 0.0213, signed=False) == "0.95 ± 0.02"  # a level, not a difference
+    assert plus_minus(-0.4437, 0.1249, signed=False) == "-0.44 ± 0.12"
+    assert plus_minus(float("nan"), 0.1, signed=False) == "undefined"
     assert plus_minus(float("nan"), 0.1) == "undefined"
 
 
