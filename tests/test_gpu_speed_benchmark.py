@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 
 from fairens_core.models import MODELS
 
@@ -207,3 +208,14 @@ def test_save_records_puts_a_timed_run_in_the_cache(gpu_speed, tmp_path, monkeyp
     saved = find_record(cfg.key())
     assert row["members"] == 2 and saved is not None
     assert row["ensemble_acc"] == pytest.approx(saved.ensemble_accuracy())
+
+
+def test_smoke_models_keep_oneDNN_AVX2_off_narrow_1x1_convolutions(gpu_speed):
+    """On a CPU without AVX-512, the backward of a channels-last 1x1 convolution with fewer than 8 input
+    channels hangs or crashes inside oneDNN (torch 2.14.1): the smoke widths stay clear of it."""
+    args = gpu_speed.parse_args(["--smoke"])
+    for width in (args.mfu_resnet_width, args.check_width):
+        net = gpu_speed.build_model("resnet18", gpu_speed.CIFAR_SHAPE, 10, width=width)
+        narrow = [m.in_channels for m in net.modules()
+                  if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.in_channels < 8]
+        assert not narrow, (width, narrow)
