@@ -122,6 +122,13 @@ def build_ensemble(cfg: TrainConfig, members: list, device: torch.device) -> Pac
     return ENSEMBLES[execution](members).to(device)
 
 
+def narrow_pointwise_convolutions(member: torch.nn.Module) -> list[str]:
+    """The 1x1 convolutions of `member` with fewer than 8 input channels, by name: on a CPU without
+    AVX-512, oneDNN's channels-last backward of such a convolution hangs or crashes (torch 2.14.1)."""
+    return [name for name, m in member.named_modules()
+            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.in_channels < 8]
+
+
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     """One optimizer over the stacked parameters (elementwise, so exactly M optimizers). On CUDA
     the fused kernels: one launch per step for all parameters instead of one per tensor; on the
@@ -525,6 +532,13 @@ def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None, train_gr
         raise ValueError(f"spawn_step={cfg.spawn_step} is beyond the {total} steps of training")
     if ds.task == "regression" and cfg.beta and cfg.combine == "score":
         raise ValueError("combine='score' is for classification; regression ensembles average outputs")
+    if cfg.channels_last and device.type == "cpu" and not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        narrow = narrow_pointwise_convolutions(init_member(cfg, ds.input_shape, ds.num_classes, cfg.seed))
+        if narrow:
+            warnings.warn(f"channels_last=True ignored: {cfg.model} at width {cfg.width} has 1x1 convolutions with "
+                          f"fewer than 8 input channels ({', '.join(narrow)}), whose channels-last backward hangs "
+                          "in oneDNN on this CPU (no AVX-512); the members train in the ordinary layout", stacklevel=2)
+            cfg = cfg.replace(channels_last=False)
     data = DeviceData.for_config(cfg, ds, device)
     parent_phase, phase = plan_phases(cfg, steps_per_epoch)
 

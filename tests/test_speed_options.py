@@ -86,6 +86,22 @@ def test_channels_last_gives_the_same_members(tmp_path):
         torch.testing.assert_close(fast.weights[k], plain.weights[k], atol=2e-3, rtol=1e-3)
 
 
+def test_channels_last_is_ignored_where_onednn_would_hang(tmp_path, monkeypatch):
+    """ResNet-18 at width 1/16 has a 1x1 convolution from 4 channels: no channels-last on an AVX2 CPU."""
+    write_image_zip(tmp_path / "cifar10-jpeg.zip", n_train=64, n_test=16)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    cfg = TrainConfig(dataset="cifar10_jpeg", data_root=str(tmp_path), dataset_options={"num_workers": 0},
+                      model="resnet18", width=0.0625, members=2, epochs=1, warmup_epochs=0.2, batch_size=32, progress=False,
+                      device="cpu", channels_last=True)
+    laid_out = []
+    monkeypatch.setattr(StackedEnsemble, "use_channels_last", lambda self: laid_out.append(self))
+    with pytest.warns(UserWarning, match=r"channels_last=True ignored: resnet18 at width 0.0625 .*layer2"):
+        train_ensemble(cfg)
+    assert laid_out == []
+    train_ensemble(cfg.replace(width=0.125, seed=1))  # 8 channels and more: the layout is used
+    assert len(laid_out) == 1
+
+
 def test_compile_is_ignored_on_cpu_with_a_warning():
     cfg = TrainConfig(**TINY)
     ens = StackedEnsemble([build_model("cnn1d", (1, 40), 10, width=0.5) for _ in range(2)])
