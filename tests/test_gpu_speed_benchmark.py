@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fairens_core.models import MODELS
+from fairens_core.train import narrow_pointwise_convolutions
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_speed.py"
@@ -155,7 +156,6 @@ def test_sections_are_selectable_and_checked(gpu_speed):
 
 def test_airbench_section_with_a_stand_in_package(gpu_speed, tmp_path, monkeypatch):
     """The airbench section's own logic (data files in airbench's format, runs, budget, means) on the CPU."""
-    import torch
 
     from fairens_core.data import Dataset
 
@@ -216,6 +216,4 @@ def test_smoke_models_keep_oneDNN_AVX2_off_narrow_1x1_convolutions(gpu_speed):
     args = gpu_speed.parse_args(["--smoke"])
     for width in (args.mfu_resnet_width, args.check_width):
         net = gpu_speed.build_model("resnet18", gpu_speed.CIFAR_SHAPE, 10, width=width)
-        narrow = [m.in_channels for m in net.modules()
-                  if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.in_channels < 8]
-        assert not narrow, (width, narrow)
+        assert narrow_pointwise_convolutions(net) == [], width

@@ -91,8 +91,8 @@ def test_channels_last_is_ignored_where_onednn_would_hang(tmp_path, monkeypatch)
     write_image_zip(tmp_path / "cifar10-jpeg.zip", n_train=64, n_test=16)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     cfg = TrainConfig(dataset="cifar10_jpeg", data_root=str(tmp_path), dataset_options={"num_workers": 0},
-                      model="resnet18", width=0.0625, members=2, epochs=1, warmup_epochs=0.2, batch_size=32, progress=False,
-                      device="cpu", channels_last=True)
+                      model="resnet18", width=0.0625, members=2, epochs=1, warmup_epochs=0.2, batch_size=32,
+                      progress=False, device="cpu", channels_last=True)
     laid_out = []
     monkeypatch.setattr(StackedEnsemble, "use_channels_last", lambda self: laid_out.append(self))
     with pytest.warns(UserWarning, match=r"channels_last=True ignored: resnet18 at width 0.0625 .*layer2"):
