@@ -185,8 +185,7 @@ def plan_main(argv=None) -> int:
         p.error(f"--book-root={str(args.book_root)!r}: {err}")
     except SystemExit as stop:  # select() exits with a message naming the unknown chapter
         p.error(f"--chapters={args.chapters!r}: {stop.code}")
-    if args.plan.exists():
-        read_plan_or_exit(p, args.plan)  # a plan that cannot be read fails now, not after the first chapter
+    earlier = len(read_plan_or_exit(p, args.plan)) if args.plan.exists() else 0  # unreadable: fail now
     params = {"profile": args.profile, **{k: parse_value(v) for k, v in args.parameter}}
     failed = []
     with tempfile.TemporaryDirectory(prefix="fairens-plan-") as tmp:
@@ -202,6 +201,9 @@ def plan_main(argv=None) -> int:
                 print("    " + error.replace("\n", "\n    "), flush=True)
     if args.plan.exists():
         print(describe(read_plan(args.plan), args.flops_per_second))
+    if earlier:
+        print(f"(the table lists all of {args.plan}: {earlier} of its runs were there before this call; delete the "
+              "file, or name another with --plan, to plan these chapters alone)")
     return 1 if failed else 0
 
 

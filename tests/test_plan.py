@@ -113,8 +113,12 @@ def test_plan_train_pack_then_the_book_reads_the_packed_records(tmp_path, monkey
     plan = tmp_path / "plan.jsonl"
 
     assert cli(["plan", "--book-root", str(root), "--plan", str(plan), "-p", "members", "3"]) == 0
-    assert "ch: ok, 1 runs added to the plan" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ch: ok, 1 runs added to the plan" in out and "were there before this call" not in out
     assert len(read_plan(plan)) == 1 and read_plan(plan)[0]["chapter"] == "ch"
+    assert cli(["plan", "--book-root", str(root), "--plan", str(plan), "-p", "members", "3"]) == 0
+    out = capsys.readouterr().out  # the file is appended to, and the table says whose runs it lists
+    assert "ch: ok, 0 runs added to the plan" in out and "1 of its runs were there before this call" in out
     assert runner._instead is None  # planning was set in the chapters' kernels only
 
     with pytest.raises(SystemExit):  # a plan fixes every field that changes the result

@@ -67,6 +67,11 @@ RERUNS = {
     "coupling with one seed": ("part3_coupling/coupling", dict(profile="smoke", seeds=1), None, None),
     "forgetting with one seed": ("part3_coupling/forgetting", dict(profile="smoke", seeds=1), None, None),
     "reinit with two seeds": ("part3_coupling/reinit", dict(profile="smoke", repeats=2), None, None),
+    # every seed (parent) but the first at t = 0 and the largest t only: the trends in t are not judged
+    "coupling with the other seeds at the ends": ("part3_coupling/coupling",
+                                                  dict(profile="smoke", seeds=3, seed_steps="ends"), None, None),
+    "function_space with the other parents at the ends": ("part3_coupling/function_space",
+                                                          dict(profile="smoke", parent_steps="ends"), None, None),
     # members that never get a bottom-k signal right: relative gains undefined, said in words
     "corruption on a smaller mnist1d": ("part1_fair_ensemble/corruption",
                                         dict(profile="smoke", dataset_options={"n_samples": 1000}, n_eval=100),
