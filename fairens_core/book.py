@@ -33,6 +33,9 @@ kind of CPU it ran on (metadata ``fairens.executed_on``, see :mod:`fairens_core.
 from ``records/full`` (``$FAIRENS_RECORDS``), which ``python -m fairens_core pack`` writes;
 a run missing there is trained.
 
+Both then re-execute the overview page (``book/full/overview.ipynb``), which tabulates the
+claims of the committed pages and would otherwise go stale.
+
 The book's Sphinx extension is :mod:`fairens_core.sphinx_ext`.
 
 The notebook packages (yaml, nbformat, papermill) are imported by the functions that use them:
@@ -66,6 +69,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # a live ipywidget's o
 CELL_TIMEOUT_S = 3600  # a cell running longer has hung (the longest default-profile cell takes minutes)
 FULL_DIR = Path("book") / "full"  # full-profile copies of chapters, relative to the book root
 FULL_RECORDS = Path("records") / "full"  # their run records, shipped with the book
+OVERVIEW = FULL_DIR / "overview.ipynb"  # every chapter's verdicts at both scales, read from the committed pages
 EXECUTED_DIR = Path("_build") / "executed"  # the copy of the book that is executed and built
 FAILED_DIR = Path("_build") / "failed"  # partial runs of failed chapters
 CONFIG_FILES = ("_config.yml", "_toc.yml")
@@ -443,6 +447,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("no chapters listed in _toc.yml yet", flush=True)
 
     status = 1 if failed else 0
+    if (args.update_notebooks or args.full) and len(failed) < len(todo) and (root / OVERVIEW).exists():
+        # the overview quotes the committed pages' claims: rewritten pages make it stale
+        error = run_chapter(root / OVERVIEW, {}, args.kernel, root / FAILED_DIR)
+        print(f"{OVERVIEW.as_posix()}: " + ("re-executed from the chapters' claims" if error is None else "FAILED"),
+              flush=True)
+        if error is not None:
+            print("    " + error.replace("\n", "\n    "), flush=True)
+            status = 1
     if not args.no_build:
         stage_book(root, staging)  # notebooks the maintainer actions just wrote
         print(f"building the book: jupyter-book build {staging} --path-output {root}", flush=True)

@@ -209,6 +209,19 @@ def test_early_share():
     assert math.isnan(C.early_share([0, 1], [2, 2], until=1))
 
 
+def test_trends_over_seeds_take_each_seeds_curve_and_skip_incomplete_ones():
+    curves = pd.DataFrame([[4, 3, 2, 0], [4, 1, 0.5, 0], [3, 3.5, 1, 0], [5, float("nan"), float("nan"), 1]],
+                          index=[0, 1, 2, 3], columns=[0, 10, 20, 40])  # seed 3 has the two ends only
+    rhos = [-1.0, -1.0, C.rank_correlation([0, 10, 20, 40], [3, 3.5, 1, 0])]
+    rho, rho_se = C.rank_correlation_over_seeds(curves)
+    assert rho == pytest.approx(np.mean(rhos)) and rho_se == pytest.approx(np.std(rhos, ddof=1) / math.sqrt(3))
+    shares = [0.25, 0.75, -1 / 6]
+    share, share_se = C.early_share_over_seeds(curves, until=10)
+    assert share == pytest.approx(np.mean(shares)) and share_se == pytest.approx(np.std(shares, ddof=1) / math.sqrt(3))
+    rho, rho_se = C.rank_correlation_over_seeds(curves.iloc[[0, 3]])  # one complete curve: no SE
+    assert rho == pytest.approx(-1) and math.isnan(rho_se)
+
+
 def test_paired_accuracy_difference():
     a = torch.stack([one_hot([0, 1, 2, 0])] * 2)  # ensemble right everywhere
     b = torch.stack([one_hot([0, 1, 1, 1])] * 2)  # right on 2 of 4

@@ -158,6 +158,20 @@ def test_update_notebooks_executes_in_place(tiny, capsys):
     assert "x is 5" in stdout_of(good)
 
 
+@pytest.mark.slow
+def test_maintainer_actions_re_execute_the_overview(tiny, make_notebook, capsys):
+    overview = make_notebook(tiny / "book/full/overview.ipynb", [
+        "from fairens_core.book import chapters, find_root\n"
+        "from fairens_core.claims import read_claims\n"
+        "print('overview:', [r['measured'] for c in chapters(find_root()) for r in read_claims(c)])"])
+    assert book.main(["--book-root", str(tiny), "--no-build", "--update-notebooks", "--chapters", "good",
+                      "-p", "x", "7"]) == 0
+    assert "overview: ['7']" in stdout_of(overview)  # it quotes the page just rewritten
+    assert "book/full/overview.ipynb: re-executed" in capsys.readouterr().out
+    assert book.main(["--book-root", str(tiny), "--no-build", "--update-notebooks", "--chapters", "bad"]) == 1
+    assert "overview: ['7']" in stdout_of(overview) and "overview" not in capsys.readouterr().out  # nothing new
+
+
 def test_full_executes_a_copy_with_the_full_profile(tiny, capsys, monkeypatch):
     monkeypatch.delenv("FAIRENS_RECORDS", raising=False)
     good = tiny / "book/part/good.ipynb"

@@ -311,6 +311,21 @@ def early_share(t: Sequence[float], values: Sequence[float], until: float) -> fl
     return float((np.interp(until, t, v) - v[0]) / total)
 
 
+def rank_correlation_over_seeds(curves: pd.DataFrame) -> tuple[float, float]:
+    """(mean, standard error) over seeds of each seed's `rank_correlation` with t: `curves` has one
+    row per seed and one column per t. A seed missing a point is left out; the SE is NaN below
+    `stats.MIN_SEEDS` curves (a 2-SE rule not testable)."""
+    curves = curves.dropna()
+    return mean_se([rank_correlation(curves.columns, curve) for curve in curves.to_numpy()])
+
+
+def early_share_over_seeds(curves: pd.DataFrame, until: float) -> tuple[float, float]:
+    """(mean, standard error) over seeds of each seed's `early_share` by t = `until`, for `curves`
+    as in `rank_correlation_over_seeds`."""
+    curves = curves.dropna()
+    return mean_se([early_share(curves.columns, curve, until) for curve in curves.to_numpy()])
+
+
 def spawn_label(t: int | None, steps_per_epoch: int) -> str:
     """Axis label of a spawn time: "init" for t = 0, "t (e ep)" otherwise, "no spawn" for None."""
     if t is None or pd.isna(t):
