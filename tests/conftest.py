@@ -14,10 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FULL = ROOT / "book" / "full"
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; .ci/run installs it
 NOT_RERUN: dict[str, str] = {}  # default-profile chapter -> the CPU its committed outputs come from
-# The kind of CPU most of the book's committed default-profile outputs come from, and the one
-# kind on which nbval re-trains those chapters: there the whole suite took 63-78 of CI's 90
-# minutes (every chapter re-trained); a CPU without AVX-512 trains about half as fast.
-REFERENCE_CPU = "x86_64 AuthenticAMD family 25 model 17; torch 2.14.1+cu130, AVX512 kernels, 2 threads"
 
 # The full-profile pages (book/full) read the run records shipped in records/full; their
 # kernels inherit this. They also read data from the data root: without one they are skipped.
@@ -30,15 +26,9 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
-def pytest_addoption(parser):
-    parser.addoption("--reference-cpu", default=REFERENCE_CPU,
-                     help="the CPU signature on which nbval re-executes the default-profile chapters "
-                          "executed there ('here': this machine)")
-
-
 def pytest_collection_modifyitems(config, items):
     """nbval re-executes a default-profile chapter only where it can compare the outputs digit for
-    digit: on the reference CPU, for a chapter executed on that kind of CPU.
+    digit: on the kind of CPU that executed it (its notebook metadata says which).
 
     A chapter trains its members when nbval re-runs it, and training is bitwise reproducible on
     one kind of CPU, not across kinds (`fairens_core.machine`); re-training without comparing
@@ -47,24 +37,22 @@ def pytest_collection_modifyitems(config, items):
     pages only analyse the records shipped in records/full: they are compared on every machine.
     """
     here = cpu_signature()
-    reference = config.getoption("reference_cpu")
-    reference = here if reference == "here" else reference
     for item in items:
         notebook = getattr(item.parent, "nb", None)  # an nbval cell's parent holds its notebook
         if notebook is None or FULL in Path(item.parent.path).parents:
             continue
         there = notebook.metadata.get("fairens", {}).get("executed_on") or "an unrecorded machine"
-        if not here == there == reference:
-            item.add_marker(pytest.mark.skip(reason=f"executed on {there}; re-executed only on the reference "
-                                                    f"CPU, {reference}; this machine: {here}"))
+        if here != there:
+            item.add_marker(pytest.mark.skip(reason=f"executed on {there}; re-executed only on that kind of CPU; "
+                                                    f"this machine: {here}"))
             NOT_RERUN[str(item.parent.path)] = there
 
 
 def pytest_terminal_summary(terminalreporter):
     if NOT_RERUN:
-        terminalreporter.section("chapters not re-executed: outputs comparable on the reference CPU only")
+        terminalreporter.section("chapters not re-executed: outputs comparable only on the kind of CPU that "
+                                 "executed them")
         terminalreporter.write_line(f"this machine: {cpu_signature()}")
-        terminalreporter.write_line(f"reference: {terminalreporter.config.getoption('reference_cpu')}")
         for path, there in sorted(NOT_RERUN.items()):
             terminalreporter.write_line(f"{os.path.relpath(path, ROOT)}: executed on {there}")
 
