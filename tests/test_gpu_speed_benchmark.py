@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from fairens_core import TrainConfig
+from fairens_core.data import Dataset
 from fairens_core.models import MODELS
+from fairens_core.profiles import chapter_settings
+from fairens_core.records import find_record
 from fairens_core.train import narrow_pointwise_convolutions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,9 +160,6 @@ def test_sections_are_selectable_and_checked(gpu_speed):
 
 def test_airbench_section_with_a_stand_in_package(gpu_speed, tmp_path, monkeypatch):
     """The airbench section's own logic (data files in airbench's format, runs, budget, means) on the CPU."""
-
-    from fairens_core.data import Dataset
-
     ds = Dataset(name="tiny", task="classification", x_train=torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8),
                  y_train=torch.arange(20) % 10, x_test=torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8),
                  y_test=torch.arange(10), classes=[f"c{i}" for i in range(10)])
@@ -189,8 +190,6 @@ def test_airbench_section_with_a_stand_in_package(gpu_speed, tmp_path, monkeypat
 def test_the_benchmarks_20_member_run_is_chapter_bottom_ks_full_pool(gpu_speed):
     """So a GPU session that benchmarks with --save-records need not train that pool again
     (execution is not part of the key: packed, vectorized and loop runs share it)."""
-    from fairens_core.profiles import chapter_settings
-
     args = gpu_speed.parse_args(["--data-root", "/data"])
     pool = chapter_settings("bottom_k", "full").config
     assert gpu_speed.recipe(args, 20).key() == pool.key()
@@ -198,9 +197,6 @@ def test_the_benchmarks_20_member_run_is_chapter_bottom_ks_full_pool(gpu_speed):
 
 
 def test_save_records_puts_a_timed_run_in_the_cache(gpu_speed, tmp_path, monkeypatch):
-    from fairens_core import TrainConfig
-    from fairens_core.records import find_record
-
     monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path))
     cfg = TrainConfig(dataset="mnist1d", dataset_options={"n_samples": 500}, model="cnn1d", width=0.25, members=2,
                       epochs=1, warmup_epochs=0.5, device="cpu", progress=False)
