@@ -1,10 +1,12 @@
 """Tests for fairens_core.analysis.churn on a hand-made pool of three members."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from fairens_core.analysis.churn import churn_vs_gain, gain_correlations, group_churn
+from fairens_core.analysis.churn import (bottom_top_ratio, churn_vs_gain, gain_correlations, group_churn,
+                                         member_jackknife_se)
 
 Y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
 # Predicted labels of three members: classes 0 and 1 always right; class 2 (worst by tie-break)
@@ -26,6 +28,32 @@ def test_group_churn_hand_computed():
     assert frame["top-k"] == 0
     assert frame["bottom-k"] == pytest.approx(100 * 2 / 3)
     assert frame["all"] == pytest.approx(100 / 3)
+
+
+def test_bottom_top_ratio():
+    assert np.isnan(bottom_top_ratio(PROBS, Y, k=1))  # the top-1 class has no churn
+    probs = torch.softmax(torch.randn(6, 40, 4, generator=torch.Generator().manual_seed(0)), -1)
+    y = torch.arange(40) % 4
+    churn = group_churn(probs, y, k=1).set_index("group")["churn"]
+    assert bottom_top_ratio(probs, y, k=1) == pytest.approx(churn["bottom-k"] / churn["top-k"])
+
+
+def test_member_jackknife_se_of_a_mean_is_the_standard_error():
+    # for a statistic that is a mean over members the jackknife SE is the textbook std / sqrt(m)
+    probs = torch.softmax(torch.randn(7, 30, 3, generator=torch.Generator().manual_seed(1)), -1)
+    y = torch.arange(30) % 3
+    accuracy = (probs.argmax(-1) == y).double().mean(1)  # (7,)
+
+    def mean_accuracy(pools):
+        return [(p.argmax(-1) == y).double().mean(1).mean() for p in pools.values()]
+
+    se = member_jackknife_se(mean_accuracy, {"a": probs, "b": probs.flip(0)})
+    assert se.shape == (2,)
+    assert se == pytest.approx([accuracy.std().item() / 7 ** 0.5] * 2)
+    # pools are cut to the smallest before members are left out
+    cut = member_jackknife_se(mean_accuracy, {"a": probs, "b": probs[:4]})
+    assert cut[0] == pytest.approx(accuracy[:4].std().item() / 2)
+    assert np.isnan(member_jackknife_se(mean_accuracy, {"a": probs[:2]})).all()  # too few members for an SE
 
 
 def test_churn_vs_gain_hand_computed():

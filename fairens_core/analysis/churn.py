@@ -11,14 +11,16 @@ The analyses return tidy `pandas.DataFrame`s; churn and accuracies are in percen
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 
 from .. import metrics as M
 from ..config import TrainConfig
 from .fairness import class_groups
+from .stats import jackknife_se
 
 
 def pool_configs(base: TrainConfig, pools) -> dict[str, TrainConfig]:
@@ -66,6 +68,35 @@ def group_churn(probs: torch.Tensor, y: torch.Tensor, k: int, pairs: int = 100, 
         churn, one_right = classes_churn(probs, y, classes, pairs, seed)
         rows.append({"group": g, "churn": churn, "churn_one_right": one_right})
     return pd.DataFrame(rows)
+
+
+def bottom_top_ratio(probs: torch.Tensor, y: torch.Tensor, k: int, pairs: int = 100, seed: int = 0) -> float:
+    """A pool's bottom-k churn divided by its top-k churn (Fig. 4's contrast as one number; NaN
+    where the top-k churn is 0). Classes are ranked and pairs drawn as in `group_churn`."""
+    churn = group_churn(probs, y, k, pairs, seed).set_index("group")["churn"]
+    return float(churn["bottom-k"] / churn["top-k"]) if churn["top-k"] > 0 else float("nan")
+
+
+def member_jackknife_se(statistic: Callable[[dict[str, torch.Tensor]], object],
+                        pools: Mapping[str, torch.Tensor], size: int | None = None) -> np.ndarray:
+    """Standard error over members of ``statistic(pools)`` (a number or a sequence of numbers), by
+    the leave-one-out jackknife: replicate i computes the statistic with member i left out of
+    every pool. A pool's members differ only in their seeds, so this says how much a value depends
+    on which members happened to be trained.
+
+    Every pool is cut to its first `size` members (default: the smallest pool), as `churn_vs_gain`
+    cuts them. A statistic that averages churn over random pairs should use all pairs here
+    (``pairs`` at least size · (size − 1) / 2), so that the replicates differ only by the member left out.
+    With fewer than 3 members the SE is NaN (a 2-SE pass rule on it is then not testable).
+    """
+    size = size or min(len(p) for p in pools.values())
+    cut = {name: probs[:size] for name, probs in pools.items()}
+    if size < 3:  # two members leave one member per replicate: no pair, no churn
+        return np.full_like(np.asarray(statistic(cut), dtype=float), np.nan)
+    keep = [torch.tensor([j for j in range(size) if j != i]) for i in range(size)]
+    replicates = [np.asarray(statistic({name: probs[rest] for name, probs in cut.items()}), dtype=float)
+                  for rest in keep]
+    return jackknife_se(np.stack(replicates))
 
 
 def churn_vs_gain(pools: Mapping[str, torch.Tensor], y: torch.Tensor, k: int, pairs: int = 100,
