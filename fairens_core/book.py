@@ -158,9 +158,11 @@ FULL_NOTE = (
 # A full-profile page reads the shipped records and never trains (a GPU-sized run on a CPU):
 # a run it lacks raises MissingRecordError, which the chapter reports (`runner.run_available`).
 RECORDS_ONLY_TAG = "records-only"
-RECORDS_ONLY = ("from fairens_core.plan import RecordsOnly\n"
+RECORDS_ONLY = ("from fairens_core.book import FULL_RECORDS, find_root\n"
+                "from fairens_core.plan import RecordsOnly\n"
                 "from fairens_core.runner import instead_of_training\n\n"
-                "instead_of_training(RecordsOnly())  # this page reads records/full; it trains nothing")
+                "# this page reads the book's records/full, wherever it is opened; it trains nothing\n"
+                "instead_of_training(RecordsOnly(find_root() / FULL_RECORDS))")
 
 
 def mark_full_copy(root: Path, chapter: Path, copy: Path) -> None:

@@ -28,7 +28,7 @@ import torch
 from .config import TrainConfig
 from .data import load_dataset
 from .ensemble import StackedEnsemble, init_member, init_members
-from .records import RunRecord
+from .records import RunRecord, find_record
 from .train import (History, assemble, build_ensemble, evaluation_steps, group_members, make_optimizer, plan_phases,
                     training_step, training_threads)
 
@@ -71,9 +71,19 @@ class MissingRecordError(LookupError):
 
 class RecordsOnly:
     """Hands `runner.run` the cached and shipped records only: a miss raises
-    `MissingRecordError` instead of training (full-profile pages rendered on a CPU)."""
+    `MissingRecordError` instead of training (full-profile pages rendered on a CPU).
+
+    folder: a records folder searched after the cache and $FAIRENS_RECORDS. A full-profile page
+    names the book's records/full here, so that it finds them wherever it is opened (JupyterLab,
+    papermill, pytest), not only under `python -m fairens_core book --full`, which sets the variable.
+    """
+
+    def __init__(self, folder: str | Path | None = None):
+        self.folder = None if folder is None else Path(folder)
 
     def note(self, config: TrainConfig, record: RunRecord | None = None) -> RunRecord:
+        if record is None and self.folder is not None:
+            record = find_record(config.key(), extra_dirs=[self.folder])
         if record is None:
             raise MissingRecordError(config)
         return record

@@ -44,6 +44,7 @@ import tempfile
 import time
 import warnings
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,14 +247,15 @@ def read_sidecar(path: Path, key: str) -> dict:
     return sidecar
 
 
-def find_record(key: str) -> RunRecord | None:
-    """The record of `key` from the cache or the $FAIRENS_RECORDS folders, or None.
+def find_record(key: str, extra_dirs: Sequence[Path] = ()) -> RunRecord | None:
+    """The record of `key` from the cache, the $FAIRENS_RECORDS folders or then `extra_dirs`
+    (read-only, like the second), or None.
 
     A record that fails its checks is named in a warning and skipped (and so recomputed); in the
     writable cache it is also moved aside. An archive without its sidecar is a write still in
     progress, or one a crash cut short: absent, silently (the next save replaces it)."""
     writable = cache_root() / "records"
-    for d in record_dirs():
+    for d in [*record_dirs(), *map(Path, extra_dirs)]:
         path, sidecar = d / f"{key}.npz", d / f"{key}.json"
         if not sidecar.exists():
             continue

@@ -8,7 +8,7 @@ import torch
 from fairens_core import TrainConfig, run, runner
 from fairens_core.__main__ import main as cli
 from fairens_core.plan import MissingRecordError, Planner, RecordsOnly, placeholder_record, read_plan, training_flops
-from fairens_core.records import find_record
+from fairens_core.records import cache_root, find_record
 from fairens_core.runner import instead_of_training, run_available
 
 TINY = dict(dataset="mnist1d", dataset_options={"n_samples": 700}, model="cnn1d", width=0.5,
@@ -169,3 +169,21 @@ def test_records_only_reads_what_exists_and_names_what_is_missing():
     records, missing = run_available({"have": have, "lack": lack})
     assert torch.equal(records["have"].test_logits, trained.test_logits)
     assert list(missing) == ["lack"] and find_record(lack.key()) is None
+
+
+def test_records_only_reads_a_named_folder_after_the_cache(tmp_path, monkeypatch):
+    # a full-profile page names the book's records/full, so it needs no $FAIRENS_RECORDS
+    have = TrainConfig(**TINY)
+    trained = run(have)
+    folder = tmp_path / "shipped"
+    folder.mkdir()
+    for suffix in (".npz", ".json"):
+        name = f"{have.key()}{suffix}"
+        (cache_root() / "records" / name).rename(folder / name)
+    monkeypatch.delenv("FAIRENS_RECORDS", raising=False)
+    instead_of_training(RecordsOnly())
+    with pytest.raises(MissingRecordError):
+        run(have)
+    instead_of_training(RecordsOnly(folder))
+    assert torch.equal(run(have).test_logits, trained.test_logits)
+    assert not (cache_root() / "records" / f"{have.key()}.npz").exists()  # read in place, not copied
