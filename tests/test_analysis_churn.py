@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fairens_core.analysis.churn import (bottom_top_ratio, churn_vs_gain, gain_correlations, group_churn,
-                                         member_jackknife_se)
+from fairens_core.analysis.churn import (bottom_top_ratio, bottom_top_ratio_se, churn_vs_gain, gain_correlation_se,
+                                         gain_correlations, group_churn, member_jackknife_se)
 
 Y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
 # Predicted labels of three members: classes 0 and 1 always right; class 2 (worst by tie-break)
@@ -54,6 +54,22 @@ def test_member_jackknife_se_of_a_mean_is_the_standard_error():
     cut = member_jackknife_se(mean_accuracy, {"a": probs, "b": probs[:4]})
     assert cut[0] == pytest.approx(accuracy[:4].std().item() / 2)
     assert np.isnan(member_jackknife_se(mean_accuracy, {"a": probs[:2]})).all()  # too few members for an SE
+
+
+def test_ratio_and_correlation_ses_are_jackknifes_over_all_pairs():
+    gen = torch.Generator().manual_seed(2)
+    pools = {"a": torch.softmax(torch.randn(6, 40, 4, generator=gen), -1),
+             "b": torch.softmax(2 * torch.randn(5, 40, 4, generator=gen), -1)}
+    y = torch.arange(40) % 4
+    se = bottom_top_ratio_se(pools, y, k=1)
+    assert list(se.index) == ["a", "b"]
+    # five members (the smallest pool): 10 pairs, all of them, so no pair sampling enters the SE
+    expected = member_jackknife_se(lambda p: [bottom_top_ratio(v, y, 1, pairs=10) for v in p.values()], pools)
+    assert se.tolist() == pytest.approx(expected.tolist())
+    r_se = gain_correlation_se(pools, y, k=1)
+    expected_r = member_jackknife_se(
+        lambda p: gain_correlations(churn_vs_gain(p, y, 1, pairs=10)).loc["churn", "r"], pools)
+    assert r_se == pytest.approx(float(expected_r)) and r_se > 0
 
 
 def test_churn_vs_gain_hand_computed():

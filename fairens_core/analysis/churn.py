@@ -99,6 +99,30 @@ def member_jackknife_se(statistic: Callable[[dict[str, torch.Tensor]], object],
     return jackknife_se(np.stack(replicates))
 
 
+def _all_pairs(pools: Mapping[str, torch.Tensor]) -> int:
+    """Enough pairs for `mean_pairwise_churn` to use every pair of the smallest pool's members."""
+    n = min(len(p) for p in pools.values())
+    return n * (n - 1) // 2
+
+
+def bottom_top_ratio_se(pools: Mapping[str, torch.Tensor], y: torch.Tensor, k: int, seed: int = 0) -> pd.Series:
+    """Per pool, the standard error over members of its `bottom_top_ratio` (`member_jackknife_se`;
+    pools cut to the smallest, every pair of the members kept in each replicate)."""
+    def ratios(cut):
+        return [bottom_top_ratio(probs, y, k, pairs=_all_pairs(cut), seed=seed) for probs in cut.values()]
+    return pd.Series(member_jackknife_se(ratios, pools), index=list(pools))
+
+
+def gain_correlation_se(pools: Mapping[str, torch.Tensor], y: torch.Tensor, k: int, seed: int = 0,
+                        predictor: str = "churn") -> float:
+    """The standard error over members of the Pearson r between `predictor` and the relative
+    improvement over the (pool, group) points of `churn_vs_gain` (`member_jackknife_se`)."""
+    def r(cut):
+        frame = churn_vs_gain(cut, y, k, pairs=_all_pairs(cut), seed=seed)
+        return gain_correlations(frame, predictors=[predictor]).loc[predictor, "r"]
+    return float(member_jackknife_se(r, pools))
+
+
 def churn_vs_gain(pools: Mapping[str, torch.Tensor], y: torch.Tensor, k: int, pairs: int = 100,
                   seed: int = 0, size: int | None = None, by: str = "group") -> pd.DataFrame:
     """Churn and ensemble accuracy improvement of several pools, per group (Ko et al. 2023, Fig. 22).
