@@ -124,15 +124,16 @@ CHAPTERS: dict[str, dict[str, dict]] = {
         "smoke": dict(K=2, draws=10, train=dict(members=3, augment=("shift",), track_predictions=-1)),
         "full": dict(K=3, draws=100, train=dict(members=5, track_predictions=1000)),  # curves on 1,000 test images
     },
-    # Part I ch. 3: chapter bottom_k's pool (the same `train`, so a cache hit) on corrupted test inputs.
+    # Part I ch. 3: chapter bottom_k's pools (the same `train` and base seeds, so cache hits) on corrupted
+    # test inputs; `repeats` pools give the claims a standard error over training seeds.
     # corruptions None: all of the input's family; n_eval None: the whole test set.
     "corruption": {
         "default": dict(train=dict(PART1_DEFAULT_TRAIN), K=3, corruptions=None, severities=[1, 2, 3, 4, 5],
-                        sizes=[1, 2, 3, 5, 10, 20], draws=50, n_eval=None),
+                        sizes=[1, 2, 3, 5, 10, 20], draws=50, n_eval=None, repeats=3),
         "smoke": dict(K=2, corruptions=["gaussian_noise", "shift"], severities=[1, 3, 5], sizes=[1, 2, 4],
-                      draws=5, n_eval=None),
+                      draws=5, n_eval=None, repeats=3),
         "full": dict(K=3, corruptions=None, severities=[1, 2, 3, 4, 5], sizes=[1, 2, 3, 5, 10, 20],
-                     draws=100, n_eval=2000),
+                     draws=100, n_eval=2000, repeats=3),
     },
     # Part II ch. 4 (Jeffares et al. 2023, §6.1): L_beta MLP ensembles on tabular regression, members differing by
     # init only (beta > 0 shares batches; beta = 0 uses the same vary for a like-for-like grid), 10 runs per beta
@@ -419,7 +420,8 @@ KNOB_SPECS: dict[str, dict[str, Spec]] = {
                            "str", choices=CORRUPTIONS_IMAGE + tuple(c for c in CORRUPTIONS_1D
                                                                     if c not in CORRUPTIONS_IMAGE))),
                        severities=Spec("list", item=Spec("int", choices=SEVERITIES), min_items=1),
-                       n_eval=Spec("int", low=1, optional=True)),
+                       n_eval=Spec("int", low=1, optional=True),
+                       repeats=Spec("int", low=1, note="(pools with base seeds seed, seed + 1, ...)")),
     "tabular_collusion": dict(betas=_BETAS, repeats=_COUNT, dropout_ps=_RATES, dropout_repeats=_COUNT,
                               abalone_train=_OVERRIDES, abalone_repeats=_COUNT_OR_ZERO),
     "generalization": dict(betas=Spec("list", item=Spec("float", low=0), min_items=2, max_items=2,

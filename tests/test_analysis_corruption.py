@@ -88,6 +88,53 @@ def test_average_is_the_gain_of_the_average_accuracies():
     assert avg.gain.tolist() == pytest.approx([1.0 / 0.75, 0.6 / 0.5])  # not the mean gains 1.5 and 1.25
 
 
+def pools_frame(pools=3, types=("a", "b"), seed=0) -> pd.DataFrame:
+    """Rows of `severity_gains` for several pools (column "pool"): group "all", severities 0-2."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = [{"corruption": name, "severity": s, "group": "all", "single": single, "ensemble": single * (1 + lift),
+             "pool": pool}
+            for pool in range(pools) for name in types for s in (0, 1, 2)
+            for single, lift in [(0.9 - 0.2 * s + 0.05 * torch.rand(1, generator=gen).item(),
+                                  0.02 * s + 0.03 * torch.rand(1, generator=gen).item())]]
+    frame = pd.DataFrame(rows)
+    frame.insert(5, "gain", frame["ensemble"] / frame["single"])
+    return frame
+
+
+def test_average_over_pools_keeps_the_corruptions_and_recomputes_the_gain():
+    frame = pools_frame(pools=2)
+    mean = C.average_over_pools(frame)
+    assert list(mean.columns) == ["corruption", "severity", "group", "single", "ensemble", "gain"]
+    assert len(mean) == 2 * 3
+    row = mean[(mean.corruption == "b") & (mean.severity == 2)].iloc[0]
+    part = frame[(frame.corruption == "b") & (frame.severity == 2)]
+    assert row.single == pytest.approx(part.single.mean()) and row.ensemble == pytest.approx(part.ensemble.mean())
+    assert row.gain == pytest.approx(part.ensemble.mean() / part.single.mean())
+
+
+def test_spread_se_adds_the_spread_over_pools_and_over_types_in_quadrature():
+    frame = pools_frame(pools=4, types=("a", "b", "c"))
+
+    def rise(table):
+        return table["gain", "all"][2] - table["gain", "all"][1]
+
+    by_pool = [rise(C.severity_table(C.average_over_corruptions(frame[frame.pool == p]))) for p in range(4)]
+    by_type = [rise(C.severity_table(C.average_over_pools(frame[frame.corruption == t]))) for t in "abc"]
+    se_pool = pd.Series(by_pool).std() / math.sqrt(4)
+    se_type = pd.Series(by_type).std() / math.sqrt(3)
+    assert C.spread_se(frame, rise) == pytest.approx(math.hypot(se_pool, se_type))
+    assert C.spread_se(frame, rise) > max(se_pool, se_type) > 0
+
+
+def test_spread_se_needs_three_pools_and_two_corruption_types():
+    def rise(table):
+        return table["gain", "all"][2] - table["gain", "all"][1]
+
+    assert math.isnan(C.spread_se(pools_frame(pools=2), rise))  # below stats.MIN_SEEDS pools
+    assert math.isnan(C.spread_se(pools_frame(pools=3, types=("a",)), rise))  # one type: no spread over types
+    assert math.isfinite(C.spread_se(pools_frame(pools=3), rise))
+
+
 def test_severity_curves_end_at_the_full_pool_and_start_at_one(probs_by):
     curves = C.severity_curves(probs_by, Y, k=1, sizes=[1, 2], draws=10)
     assert len(curves) == 3 * 2 * 3  # (clean + 2 severities) × sizes × groups
@@ -120,14 +167,16 @@ def test_corrupted_probs_runs_the_members_on_every_corrupted_copy():
     def predict(inputs):
         return torch.einsum("nl,mlc->mnc", inputs[:, 0], weights)
 
-    out = C.corrupted_probs(predict, x, ["shift", "blur"], [1, 4], seed=2)
+    inputs = C.corrupted_inputs(x, ["shift", "blur"], [1, 4], seed=2)
+    out = C.corrupted_probs(predict, inputs)
     assert list(out) == [C.CLEAN, ("shift", 1), ("shift", 4), ("blur", 1), ("blur", 4)]
+    assert inputs[C.CLEAN] is x
     torch.testing.assert_close(out[C.CLEAN], predict(x).softmax(-1))
     torch.testing.assert_close(out[("shift", 4)], predict(corrupt(x, "shift", 4, seed=2)).softmax(-1))
     for p in out.values():
         assert p.shape == (3, 5, 4)
         torch.testing.assert_close(p.sum(-1), torch.ones(3, 5))
-    every = C.corrupted_probs(predict, x)
+    every = C.corrupted_inputs(x)
     assert len(every) == 1 + 5 * len(CORRUPTIONS_1D)
 
 

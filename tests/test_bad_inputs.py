@@ -133,6 +133,7 @@ CHAPTER = [
     ("corruption", "default", dict(severities=[0]), "severities"),
     ("corruption", "default", dict(corruptions=["rain"]), "corruptions"),
     ("corruption", "default", dict(sizes=[0]), "sizes"), ("corruption", "default", dict(n_eval=0), "n_eval"),
+    ("corruption", "default", dict(repeats=0), "repeats"),
     ("randomness", "default", dict(K=20), "K"), ("randomness", "default", dict(draws="many"), "draws"),
     ("independent_vs_joint", "smoke", dict(betas="[0, 1.5]"), "betas"),
     ("independent_vs_joint", "smoke", dict(betas="[0, nan]"), "betas"),

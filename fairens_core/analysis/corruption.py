@@ -5,9 +5,13 @@ corruptions at severities 1-5) and reports the relative gain of the ensemble ove
 for the top-k and bottom-k classes at each severity. The classes are ranked once, on the clean
 test set, and the same groups are then followed under corruption.
 
-Pipeline: `corrupted_probs` runs the members on every corrupted copy of the test inputs;
+Pipeline: `corrupted_inputs` makes every corrupted copy of the test inputs (once, however many
+pools see them) and `corrupted_probs` runs a pool's members on them;
 `severity_gains` turns that into one row per (corruption, severity, group);
-`average_over_corruptions` adds the average over corruption types that the paper plots;
+`average_over_corruptions` adds the average over corruption types that the paper plots
+(`average_over_pools` the average over pools that differ in their training seed);
+`severity_table` lays one such average out by severity, and `spread_se` gives the standard error
+of a number read off that table from both sources of noise (training seeds, corruption types);
 `severity_curves` gives the gain against ensemble size (Fig. 3 right); `severity_trend`
 summarises how the gain moves with severity; `severity_disagreement` follows the members'
 disagreement (the paper's explanation of where the gain goes, §4.1) and how the vote resolves
@@ -28,34 +32,39 @@ from .. import metrics as M
 from ..corruptions import SEVERITIES, corrupt, names_for
 from .churn import classes_churn
 from .fairness import class_groups, single_model_accuracy
+from .stats import MIN_SEEDS, mean_se
 
-CLEAN = ("clean", 0)  # key of the uncorrupted inputs in a `corrupted_probs` dict
+CLEAN = ("clean", 0)  # key of the uncorrupted inputs in a `corrupted_inputs` / `corrupted_probs` dict
 AVERAGE = "average"   # corruption name of the rows of `average_over_corruptions`
 
 Probs = Mapping[tuple[str, int], torch.Tensor]
 
 
-def corrupted_probs(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                    corruptions: Sequence[str] | None = None, severities: Sequence[int] = SEVERITIES,
-                    seed: int = 0) -> dict[tuple[str, int], torch.Tensor]:
-    """Member probabilities on the clean and on every corrupted copy of x.
+def corrupted_inputs(x: torch.Tensor, corruptions: Sequence[str] | None = None,
+                     severities: Sequence[int] = SEVERITIES, seed: int = 0) -> dict[tuple[str, int], torch.Tensor]:
+    """The clean inputs and every corrupted copy of them, made once for every pool to see.
 
-    predict: raw inputs (N, ...) -> logits (M, N, C), e.g. `RunRecord.predict`. x: test inputs in
-    the dataset's raw format (see `fairens_core.corruptions.corrupt`); corruptions: None for all
-    that apply to x. Returns {(corruption, severity): probs (M, N, C)} with the clean inputs
-    under the key `CLEAN` = ("clean", 0).
+    x: test inputs in the dataset's raw format (see `fairens_core.corruptions.corrupt`);
+    corruptions: None for all that apply to x. Returns {(corruption, severity): inputs} with the
+    clean inputs under the key `CLEAN` = ("clean", 0).
     """
     corruptions = names_for(x) if corruptions is None else corruptions
-
-    def probs(inputs):
-        with torch.inference_mode():
-            return predict(inputs).float().softmax(-1)
-
-    out = {CLEAN: probs(x)}
+    out = {CLEAN: x}
     for name in corruptions:
         for s in severities:
-            out[(name, int(s))] = probs(corrupt(x, name, int(s), seed=seed))
+            out[(name, int(s))] = corrupt(x, name, int(s), seed=seed)
     return out
+
+
+def corrupted_probs(predict: Callable[[torch.Tensor], torch.Tensor],
+                    inputs: Mapping[tuple[str, int], torch.Tensor]) -> dict[tuple[str, int], torch.Tensor]:
+    """Member probabilities on every input set of `corrupted_inputs`.
+
+    predict: raw inputs (N, ...) -> logits (M, N, C), e.g. `RunRecord.predict`. Returns
+    {(corruption, severity): probs (M, N, C)}, keyed as `inputs`.
+    """
+    with torch.inference_mode():
+        return {key: predict(x).float().softmax(-1) for key, x in inputs.items()}
 
 
 def _gain(ensemble: float, single: float) -> float:
@@ -120,18 +129,56 @@ def severity_disagreement(probs_by: Probs, y: torch.Tensor, k: int, pairs: int =
     return pd.DataFrame(rows).sort_values(["corruption", "severity"], kind="stable", ignore_index=True)
 
 
+def _mean_accuracy(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Single and ensemble accuracy averaged within each `by` group, the gain recomputed from the
+    averages (the gain of the average accuracy, not the average of gains)."""
+    mean = frame.groupby(list(by), sort=False)[["single", "ensemble"]].mean().reset_index()
+    mean["gain"] = [_gain(e, s) for e, s in zip(mean["ensemble"], mean["single"])]
+    return mean
+
+
 def average_over_corruptions(frame: pd.DataFrame, by: Sequence[str] = ("severity", "group")) -> pd.DataFrame:
     """Average over corruption types, as the paper does for each severity.
 
-    frame: rows of `severity_gains` or `severity_curves`. Single and ensemble accuracy are
-    averaged over corruptions and the gain is recomputed from the averages (the gain of the
-    average accuracy, not the average of per-corruption gains). Returns the columns of `frame`
-    with corruption = "average"; `by` lists the other key columns (add "size" for curves).
+    frame: rows of `severity_gains` or `severity_curves`, of one pool or of several stacked with a
+    "pool" column (averaged over as well unless `by` names it). Single and ensemble accuracy are
+    averaged and the gain is recomputed from the averages. Returns the columns of `frame` with
+    corruption = "average"; `by` lists the other key columns (add "size" for curves).
     """
-    mean = frame.groupby(list(by), sort=False)[["single", "ensemble"]].mean().reset_index()
-    mean["gain"] = [_gain(e, s) for e, s in zip(mean["ensemble"], mean["single"])]
+    mean = _mean_accuracy(frame, by)
     mean.insert(0, "corruption", AVERAGE)
     return mean[[c for c in frame.columns if c in mean.columns]]
+
+
+def average_over_pools(frame: pd.DataFrame, by: Sequence[str] = ("corruption", "severity", "group")) -> pd.DataFrame:
+    """Average over pools: rows of `severity_gains` of several pools, stacked with a "pool"
+    column, to one row per `by` key (accuracies averaged, the gain recomputed from them)."""
+    mean = _mean_accuracy(frame, by)
+    return mean[[c for c in frame.columns if c in mean.columns]]
+
+
+def severity_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of one average (`average_over_corruptions`, `average_over_pools` of one type) as a
+    table indexed by severity, with columns (measure, group): measure "single", "ensemble", "gain"."""
+    return frame.pivot_table(index="severity", columns="group", values=["single", "ensemble", "gain"], dropna=False)
+
+
+def spread_se(frame: pd.DataFrame, statistic: Callable[[pd.DataFrame], float]) -> float:
+    """Standard error of `statistic` of the average over pools and corruption types, from both of
+    its sources of noise combined in quadrature.
+
+    frame: rows of `severity_gains` of every pool (column "pool"); statistic: a `severity_table` ->
+    a number (e.g. the bottom-k gain at severity 5 minus that at 1). One part is the training seed:
+    the SE over pools of the statistic of each pool's average over types (NaN below
+    `stats.MIN_SEEDS` pools); the other the choice of corruptions: the SE over types of the
+    statistic of each type's average over pools (NaN below two types). NaN where either is.
+    """
+    by_pool = [statistic(severity_table(average_over_corruptions(part)))
+               for _, part in frame.groupby("pool", sort=False)]
+    by_type = [statistic(severity_table(average_over_pools(part)))
+               for _, part in frame.groupby("corruption", sort=False)]
+    se_pool, se_type = mean_se(by_pool, min_count=MIN_SEEDS)[1], mean_se(by_type)[1]
+    return float(np.hypot(se_pool, se_type))
 
 
 def severity_curves(probs_by: Probs, y: torch.Tensor, k: int, sizes: Sequence[int] | None = None,
