@@ -1,5 +1,9 @@
 """Batched data augmentation that runs where the data lives (CPU or GPU).
 
+Images and signals (examples of shape (C, *spatial)): flip, crop (shift for 1-D signals),
+cutout. Tables (examples of shape (F,)): jitter, Gaussian noise added to every standardised
+feature, the tabular stand-in for random crops and flips.
+
 Each member draws its augmentation parameters from its own generator (so members can
 share or differ in this source of randomness); the pixels are then transformed for all
 members in one batched op, as fast CIFAR trainers do, so augmentation is never the
@@ -15,10 +19,23 @@ import torch.nn.functional as F
 
 PAD = 4  # crop: translate by up to 4 pixels (the standard CIFAR recipe); shift: by up to 4 samples
 CUTOUT = 8  # side of the square cut out of an image
+JITTER = 0.1  # std of the noise added to each standardised feature (a tenth of its spread)
+SPATIAL_KINDS = ("crop", "flip", "cutout", "shift")  # need examples (C, *spatial)
+FEATURE_KINDS = ("jitter",)  # need examples (F,)
 
 
-def _draw(kinds, n, spatial, gen) -> dict:
-    """Random parameters for n examples from one member's generator (on the CPU)."""
+def check_kinds(kinds: tuple[str, ...], example_shape: tuple[int, ...]) -> None:
+    """Raise a ValueError naming `augment` when a kind does not fit the examples' shape."""
+    wrong = [k for k in kinds if (k in SPATIAL_KINDS) != (len(example_shape) >= 2)]
+    if wrong:
+        fits = SPATIAL_KINDS if len(example_shape) >= 2 else FEATURE_KINDS
+        raise ValueError(f"augment={tuple(kinds)!r}: {', '.join(wrong)} does not apply to examples of shape "
+                         f"{tuple(example_shape)}; for these data choose from {fits}")
+
+
+def _draw(kinds, n, example_shape, gen) -> dict:
+    """Random parameters for n examples of `example_shape` from one member's generator (on the CPU)."""
+    spatial = example_shape[1:]
     p = {}
     if "flip" in kinds:
         p["flip"] = torch.rand(n, generator=gen) < 0.5
@@ -26,6 +43,8 @@ def _draw(kinds, n, spatial, gen) -> dict:
         p["offset"] = torch.randint(0, 2 * PAD + 1, (n, len(spatial)), generator=gen)
     if "cutout" in kinds:
         p["center"] = torch.stack([torch.randint(0, s, (n,), generator=gen) for s in spatial], 1)
+    if "jitter" in kinds:
+        p["jitter"] = JITTER * torch.randn(n, *example_shape, generator=gen)
     return p
 
 
@@ -54,15 +73,15 @@ def _cutout(x: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
     return x * mask.masked_fill(inside, 0)
 
 
-def draw(kinds: tuple[str, ...], n: int, spatial: tuple[int, ...], generators: list[torch.Generator]) -> dict:
+def draw(kinds: tuple[str, ...], n: int, example_shape: tuple[int, ...], generators: list[torch.Generator]) -> dict:
     """Augmentation parameters of one step for M members of n examples each, concatenated
     member after member (M*n rows, on the CPU): `generators[m]` drives member m's draws."""
-    draws = [_draw(kinds, n, spatial, g) for g in generators]
+    draws = [_draw(kinds, n, example_shape, g) for g in generators]
     return {k: torch.cat([d[k] for d in draws]) for k in draws[0]}
 
 
 def apply(x: torch.Tensor, kinds: tuple[str, ...], params: dict) -> torch.Tensor:
-    """Augment a stacked batch x (M, B, C, *spatial) with drawn `params` (on x's device)."""
+    """Augment a stacked batch x (M, B, *example_shape) with drawn `params` (on x's device)."""
     if not kinds:
         return x
     flat = x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
@@ -72,15 +91,18 @@ def apply(x: torch.Tensor, kinds: tuple[str, ...], params: dict) -> torch.Tensor
         flat = _translate(flat, params["offset"])
     if "cutout" in kinds:
         flat = _cutout(flat, params["center"])
+    if "jitter" in kinds:
+        flat = flat + params["jitter"]
     return flat.reshape(x.shape)
 
 
 def augment(x: torch.Tensor, kinds: tuple[str, ...], generators: list[torch.Generator]) -> torch.Tensor:
-    """Augment a stacked batch. x (M, B, C, *spatial) float -> same shape.
+    """Augment a stacked batch. x (M, B, *example_shape) float -> same shape.
 
     `generators[m]` drives member m's random draws.
     """
     if not kinds:
         return x
-    params = draw(kinds, x.shape[1], tuple(x.shape[3:]), generators)
+    check_kinds(kinds, tuple(x.shape[2:]))
+    params = draw(kinds, x.shape[1], tuple(x.shape[2:]), generators)
     return apply(x, kinds, {k: v.to(x.device) for k, v in params.items()})

@@ -27,7 +27,7 @@ SPAWN_PROTOCOL = 2  # 2: children are evaluated at their fork and at whole epoch
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine", "triangular")
-AUGMENTATIONS = ("crop", "flip", "cutout", "shift")
+AUGMENTATIONS = ("crop", "flip", "cutout", "shift", "jitter")  # jitter: tables; the others: images, signals
 LEARNER_DROPOUT_DRAWS = ("batch", "example")
 COMBINE = ("prob", "score")
 REINIT_FROM = ("input", "output")

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from . import randomness as rnd
 from .augment import apply as apply_augment
+from .augment import check_kinds as check_augment_kinds
 from .augment import draw as draw_augment
 from .config import TrainConfig
 from .checkpoints import Checkpoint, to_device
@@ -212,8 +213,8 @@ class EpochDraws:
     keep: torch.Tensor | None  # (S, G) or, drawn per example, (S, B, G) bool: members kept in the ensemble term
 
     @classmethod
-    def draw(cls, cfg, steps: range, epoch: int, order_seeds, aug_seeds, n_train, spatial, device):
-        augment_steps = [draw_augment(cfg.augment, cfg.batch_size, spatial, [rnd.generator(s, "augment", t) for s in aug_seeds])
+    def draw(cls, cfg, steps: range, epoch: int, order_seeds, aug_seeds, n_train, example_shape, device):
+        augment_steps = [draw_augment(cfg.augment, cfg.batch_size, example_shape, [rnd.generator(s, "augment", t) for s in aug_seeds])
                          for t in steps] if cfg.augment else []
         augment = {k: torch.stack([a[k] for a in augment_steps]).to(device, non_blocking=True)
                    for k in (augment_steps[0] if augment_steps else {})}
@@ -292,7 +293,7 @@ def train_steps(cfg, task, data, ens, opt, phase, members, history, steps_per_ep
     # dropout masks (models with dropout) count as augmentation noise
     ens.randomness = "different" if "augmentation" in vary else "same"
     device = data.x_train.device
-    n_train, spatial = data.x_train.shape[0], tuple(data.x_train.shape[2:])
+    n_train, example_shape = data.x_train.shape[0], tuple(data.x_train.shape[1:])
     run_loss = torch.zeros(len(members), device=device)
     run_correct = torch.zeros_like(run_loss)
     first_bad = torch.full((), -1, device=device)  # first step with a non-finite loss
@@ -305,7 +306,7 @@ def train_steps(cfg, task, data, ens, opt, phase, members, history, steps_per_ep
         epoch = step // steps_per_epoch
         if draws is None or step % steps_per_epoch == 0:
             steps = range(step, min(phase.stop, (epoch + 1) * steps_per_epoch))
-            draws = EpochDraws.draw(cfg, steps, epoch, order, aug, n_train, spatial, device)
+            draws = EpochDraws.draw(cfg, steps, epoch, order, aug, n_train, example_shape, device)
         idx, aug_params, keep = draws.batch(step, cfg.batch_size, steps_per_epoch)
         x = apply_augment(data.x_train[idx], cfg.augment, aug_params)
         y = data.y_train[idx]
@@ -532,6 +533,7 @@ def train_ensemble(cfg: TrainConfig, workdir: str | Path | None = None, train_gr
         raise ValueError(f"spawn_step={cfg.spawn_step} is beyond the {total} steps of training")
     if ds.task == "regression" and cfg.beta and cfg.combine == "score":
         raise ValueError("combine='score' is for classification; regression ensembles average outputs")
+    check_augment_kinds(cfg.augment, tuple(ds.input_shape))
     if cfg.channels_last and device.type == "cpu" and not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         narrow = narrow_pointwise_convolutions(init_member(cfg, ds.input_shape, ds.num_classes, cfg.seed))
         if narrow:

@@ -86,6 +86,7 @@ def test_effective_vary_drops_augmentation_without_augmentations():
     assert S.effective_vary(TrainConfig(vary="augmentation")) == "none"
     assert S.effective_vary(TrainConfig(vary="all", augment=("flip",))) == "init+batch_order+augmentation"
     assert S.effective_vary(TrainConfig(vary="batch_order", augment=("flip",))) == "batch_order"
+    assert S.effective_vary(TrainConfig(vary="all", dropout=0.1)) == "init+batch_order+augmentation"  # masks vary
 
 
 TINY = dict(dataset="synthetic", dataset_options={"n_samples": 300}, model="mlp", width=0.25, members=2,
@@ -97,6 +98,18 @@ def test_all_equals_init_batch_order_without_augmentation():
     every = train_ensemble(TrainConfig(**TINY, vary="all"))
     two = train_ensemble(TrainConfig(**TINY, vary="init+batch_order"))
     assert torch.equal(every.test_logits, two.test_logits)
+
+
+def test_jitter_makes_all_differ_from_init_batch_order_on_a_table():
+    """With the tabular augmentation, All has a source of its own, and DA alone makes members differ."""
+    every = train_ensemble(TrainConfig(**TINY, vary="all", augment=("jitter",)))
+    two = train_ensemble(TrainConfig(**TINY, vary="init+batch_order", augment=("jitter",)))
+    assert S.effective_vary(TrainConfig(**TINY, vary="all", augment=("jitter",))) == "init+batch_order+augmentation"
+    assert not torch.equal(every.test_logits, two.test_logits)
+    da = train_ensemble(TrainConfig(**TINY, vary="augmentation", augment=("jitter",)))
+    assert not torch.equal(da.test_logits[0], da.test_logits[1])
+    none = train_ensemble(TrainConfig(**TINY, vary="none", augment=("jitter",)))
+    assert torch.equal(none.test_logits[0], none.test_logits[1])
 
 
 def test_ablation_table_runs_each_distinct_config_once(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from fairens_core import TrainConfig
-from fairens_core.augment import CUTOUT, PAD, _cutout, _translate, augment
+from fairens_core.augment import CUTOUT, JITTER, PAD, _cutout, _translate, augment
 from fairens_core.randomness import generator
 from fairens_core.train import train_ensemble
 
@@ -82,3 +82,27 @@ def test_image_pipeline_trains_end_to_end(tmp_path, monkeypatch):
 def test_augment_keeps_shape(kinds):
     x = torch.randn(3, 5, 1, 40)
     assert augment(x, kinds, [generator(i) for i in range(3)]).shape == x.shape
+
+
+def test_jitter_adds_per_member_noise_of_the_stated_scale():
+    x = torch.zeros(2, 4000, 5)  # two members, 4,000 tabular examples of 5 standardised features
+    same = augment(x, ("jitter",), [generator(3, "a"), generator(3, "a")])
+    assert torch.equal(same[0], same[1])
+    out = augment(x, ("jitter",), [generator(3, "a"), generator(4, "a")])
+    assert not torch.equal(out[0], out[1])
+    assert out.mean().abs() < 0.01 and abs(out.std().item() - JITTER) < 0.01 * JITTER * 10
+
+
+@pytest.mark.parametrize("kinds, shape", [(("jitter",), (3, 5, 1, 40)), (("crop",), (3, 5, 20)),
+                                          (("flip", "jitter"), (3, 5, 20))])
+def test_augmentation_that_does_not_fit_the_examples_is_refused(kinds, shape):
+    with pytest.raises(ValueError, match="augment="):
+        augment(torch.zeros(shape), kinds, [generator(i) for i in range(shape[0])])
+
+
+def test_training_refuses_image_augmentation_of_a_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIRENS_CACHE", str(tmp_path))
+    cfg = TrainConfig(dataset="synthetic", model="mlp", members=2, epochs=1, warmup_epochs=0, augment=("crop",),
+                      progress=False, device="cpu")
+    with pytest.raises(ValueError, match=r"augment=\('crop',\).*jitter"):
+        train_ensemble(cfg)

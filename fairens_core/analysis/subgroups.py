@@ -68,10 +68,11 @@ def subgroup_rows(probs: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, na
 def effective_vary(config) -> str:
     """The sources of randomness that really differ between the members of `config`.
 
-    Varying the augmentation seed changes nothing when there is no augmentation (tabular
-    data), so "all" then trains exactly the members of "init+batch_order": same cache record.
+    Varying the augmentation seed changes nothing when nothing uses it (no augmentation and no
+    dropout, e.g. the Adult MLPs), so "all" then trains exactly the members of
+    "init+batch_order": same cache record.
     """
-    sources = [s for s in parse_vary(config.vary) if s != "augmentation" or config.augment]
+    sources = [s for s in parse_vary(config.vary) if s != "augmentation" or config.augment or config.dropout]
     return "+".join(sources) or "none"
 
 
@@ -197,7 +198,7 @@ def minority_gains_more(gap: pd.Series, min_repeats: int = 3) -> bool | None:
 
 def same_members(frame: pd.DataFrame, a: str, b: str) -> bool:
     """Whether ablations ``a`` and ``b`` of an `ablation_table` frame trained the same members (the
-    same effective sources of randomness, e.g. "All" without augmentation is "Init&BatchOrder");
+    same effective sources of randomness, e.g. "All" with nothing to augment is "Init&BatchOrder");
     False when either is missing."""
     sources = frame.groupby("ablation")["sources"].first()
     return a in sources.index and b in sources.index and sources[a] == sources[b]
