@@ -22,6 +22,7 @@ CUTOUT = 8  # side of the square cut out of an image
 JITTER = 0.1  # std of the noise added to each standardised feature (a tenth of its spread)
 SPATIAL_KINDS = ("crop", "flip", "cutout", "shift")  # need examples (C, *spatial)
 FEATURE_KINDS = ("jitter",)  # need examples (F,)
+AUGMENTATIONS = SPATIAL_KINDS + FEATURE_KINDS  # what TrainConfig.augment may name
 
 
 def check_kinds(kinds: tuple[str, ...], example_shape: tuple[int, ...]) -> None:

@@ -14,6 +14,7 @@ import inspect
 import json
 from dataclasses import dataclass, field
 
+from .augment import AUGMENTATIONS
 from .data import DATASETS
 from .models import MODELS
 from .randomness import parse_vary
@@ -27,7 +28,6 @@ SPAWN_PROTOCOL = 2  # 2: children are evaluated at their fork and at whole epoch
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine", "triangular")
-AUGMENTATIONS = ("crop", "flip", "cutout", "shift", "jitter")  # jitter: tables; the others: images, signals
 LEARNER_DROPOUT_DRAWS = ("batch", "example")
 COMBINE = ("prob", "score")
 REINIT_FROM = ("input", "output")

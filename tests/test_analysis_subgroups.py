@@ -102,13 +102,14 @@ def test_all_equals_init_batch_order_without_augmentation():
 
 def test_jitter_makes_all_differ_from_init_batch_order_on_a_table():
     """With the tabular augmentation, All has a source of its own, and DA alone makes members differ."""
-    every = train_ensemble(TrainConfig(**TINY, vary="all", augment=("jitter",)))
-    two = train_ensemble(TrainConfig(**TINY, vary="init+batch_order", augment=("jitter",)))
-    assert S.effective_vary(TrainConfig(**TINY, vary="all", augment=("jitter",))) == "init+batch_order+augmentation"
+    jittered = TrainConfig(**TINY, augment=("jitter",))
+    assert S.effective_vary(jittered.replace(vary="all")) == "init+batch_order+augmentation"
+    every = train_ensemble(jittered.replace(vary="all"))
+    two = train_ensemble(jittered.replace(vary="init+batch_order"))
     assert not torch.equal(every.test_logits, two.test_logits)
-    da = train_ensemble(TrainConfig(**TINY, vary="augmentation", augment=("jitter",)))
+    da = train_ensemble(jittered.replace(vary="augmentation"))
     assert not torch.equal(da.test_logits[0], da.test_logits[1])
-    none = train_ensemble(TrainConfig(**TINY, vary="none", augment=("jitter",)))
+    none = train_ensemble(jittered.replace(vary="none"))
     assert torch.equal(none.test_logits[0], none.test_logits[1])
 
 
