@@ -1,5 +1,7 @@
 """Tests for fairens_core.analysis.churn on a hand-made pool of three members."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -75,7 +77,7 @@ def test_ratio_and_correlation_ses_are_jackknifes_over_all_pairs():
 def test_churn_vs_gain_hand_computed():
     frame = churn_vs_gain({"a": PROBS}, Y, k=1).set_index("group")
     assert list(frame.columns) == ["model", "members", "churn", "churn_one_right", "single", "ensemble",
-                                   "improvement", "relative_improvement"]
+                                   "improvement", "relative_improvement", "fixed"]
     # every disagreement here is one right answer against one wrong answer
     assert frame["churn_one_right"].tolist() == pytest.approx(frame["churn"].tolist())
     # the majority vote repairs every mistake: ensemble 100% everywhere
@@ -87,6 +89,8 @@ def test_churn_vs_gain_hand_computed():
     assert frame.loc["bottom-k", "relative_improvement"] == pytest.approx(50)
     assert frame.loc["all", "relative_improvement"] == pytest.approx(20)
     assert frame.loc["top-k", "improvement"] == 0
+    assert frame.loc["bottom-k", "fixed"] == pytest.approx(100)  # every error of the members fixed
+    assert math.isnan(frame.loc["top-k", "fixed"])  # the members make no error on the top class
     assert frame.loc["bottom-k", "churn"] == pytest.approx(100 * 2 / 3)
 
 

@@ -51,18 +51,19 @@ def row(frame, **where):
 
 def test_severity_gains(probs_by):
     gains = C.severity_gains(probs_by, Y, k=1)
-    assert list(gains.columns) == ["corruption", "severity", "group", "single", "ensemble", "gain"]
+    assert list(gains.columns) == ["corruption", "severity", "group", "single", "ensemble", "gain", "fixed"]
     assert gains["severity"].tolist() == [0] * 3 + [1] * 3 + [2] * 3
     clean_bottom = row(gains, severity=0, group="bottom-k")
     assert (clean_bottom.single, clean_bottom.ensemble, clean_bottom.gain) == (0.75, 1.0, pytest.approx(4 / 3))
+    assert clean_bottom.fixed == 1.0  # the ensemble fixes every error its members make on class 1
     assert row(gains, severity=0, group="top-k").gain == 1.0
     # groups stay those of the clean inputs: top-k is still class 0, now the one that gains
     top, bottom = row(gains, severity=1, group="top-k"), row(gains, severity=1, group="bottom-k")
     assert (top.single, top.ensemble, top.gain) == (0.5, 1.0, 2.0)
-    assert (bottom.single, bottom.gain) == (1.0, 1.0)
+    assert (bottom.single, bottom.gain) == (1.0, 1.0) and math.isnan(bottom.fixed)  # no error to fix
     assert row(gains, severity=1, group="all").gain == pytest.approx(1.0 / 0.75)
     worst = row(gains, severity=2, group="all")
-    assert (worst.single, worst.ensemble, worst.gain) == (0.5, 0.0, 0.0)
+    assert (worst.single, worst.ensemble, worst.gain, worst.fixed) == (0.5, 0.0, 0.0, -1.0)
 
 
 def test_gain_is_nan_when_no_member_is_right(probs_by):
@@ -86,6 +87,8 @@ def test_average_is_the_gain_of_the_average_accuracies():
     avg = C.average_over_corruptions(frame)
     assert list(avg.columns) == list(frame.columns) and (avg.corruption == C.AVERAGE).all()
     assert avg.gain.tolist() == pytest.approx([1.0 / 0.75, 0.6 / 0.5])  # not the mean gains 1.5 and 1.25
+    fixed = C.average_over_corruptions(frame.assign(fixed=0.0))["fixed"]  # recomputed, as the gain
+    assert fixed.tolist() == pytest.approx([0.25 / 0.25, 0.1 / 0.5])
 
 
 def pools_frame(pools=3, types=("a", "b"), seed=0) -> pd.DataFrame:

@@ -37,6 +37,8 @@ def test_subgroup_rows_by_hand():
     assert rows.loc["b", "base"] == pytest.approx(2 / 3)  # members right on 1, 1, 2 of 2
     assert rows.loc["b", "ensemble"] == pytest.approx(1.0)
     assert rows.loc["b", "gain"] == pytest.approx(1.5)
+    assert rows.loc["b", "fixed"] == pytest.approx(1.0)  # every error the members leave on b is fixed
+    assert rows.loc["a", "fixed"] == pytest.approx(0.0)  # the vote repeats the members' one shared error
     assert rows.loc["a", "churn"] == 0.0
     assert rows.loc["b", "churn"] == pytest.approx((1 + 0.5 + 0.5) / 3)  # pairs (0,1), (0,2), (1,2)
     assert rows.loc["all", "base"] == pytest.approx((4 / 6 + 4 / 6 + 5 / 6) / 3)
@@ -67,6 +69,8 @@ def test_repeat_table_summarize_and_minority_vs_majority():
     assert (gains["minority"], gains["majority"]) == ("b", "a")
     assert gains["gap"] == pytest.approx(0.5) and gains["gap_std"] == 0.0
     assert gains["gap_se"] == 0.0 and gains["repeats"] == 2
+    assert (gains["minority_fixed"], gains["majority_fixed"]) == (pytest.approx(100), pytest.approx(0))
+    assert gains["fixed_gap"] == pytest.approx(-100) and gains["fixed_gap_se"] == 0.0  # majority - minority
     named = S.minority_vs_majority(frame, minority="a", majority="b").iloc[0]
     assert named["gap"] == pytest.approx(-0.5)
     table = S.paper_table(S.summarize(frame))
@@ -75,10 +79,11 @@ def test_repeat_table_summarize_and_minority_vs_majority():
 
 def test_summarize_std_is_over_seeds():
     frame = pd.DataFrame({"ablation": "x", "sources": "x", "seed": [0, 1], "subgroup": "g", "n": 10,
-                          "base": [0.5, 0.7], "ensemble": [0.6, 0.8], "gain": [1.2, 8 / 7], "churn": [0.1, 0.3]})
+                          "base": [0.5, 0.7], "ensemble": [0.6, 0.8], "gain": [1.2, 8 / 7], "fixed": [0.2, 1 / 3], "churn": [0.1, 0.3]})
     row = S.summarize(frame).iloc[0]
     assert row["base"] == pytest.approx(60) and row["base_std"] == pytest.approx(10)
     assert row["points"] == pytest.approx(10) and row["churn"] == pytest.approx(20)
+    assert row["fixed"] == pytest.approx(100 * (0.2 + 1 / 3) / 2)
 
 
 def test_effective_vary_drops_augmentation_without_augmentations():
@@ -181,11 +186,11 @@ def ablation_frame():
                                              ("All", "init+batch_order", (0.04, 0.04, 0.06), (1.00, 1.10, 1.10))):
         for seed in range(3):
             rows += [dict(ablation=ablation, sources=sources, seed=seed, subgroup="all", n=60, base=0.80,
-                          ensemble=0.80 + 0.01 * (seed + 1), gain=1.0, churn=churn[seed]),
+                          ensemble=0.80 + 0.01 * (seed + 1), gain=1.0, fixed=0.05 * (seed + 1), churn=churn[seed]),
                      dict(ablation=ablation, sources=sources, seed=seed, subgroup="a", n=50, base=0.9, ensemble=0.9,
-                          gain=1.0, churn=0.0),
+                          gain=1.0, fixed=0.0, churn=0.0),
                      dict(ablation=ablation, sources=sources, seed=seed, subgroup="b", n=10, base=0.5,
-                          ensemble=0.5 * gain_b[seed], gain=gain_b[seed], churn=0.0)]
+                          ensemble=0.5 * gain_b[seed], gain=gain_b[seed], fixed=gain_b[seed] - 1, churn=0.0)]
     return pd.DataFrame(rows)
 
 

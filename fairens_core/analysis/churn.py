@@ -137,8 +137,10 @@ def churn_vs_gain(pools: Mapping[str, torch.Tensor], y: torch.Tensor, k: int, pa
     (the part of churn where exactly one model of the pair is right, %; the rest are two
     different wrong answers, which help the average only by splitting the wrong votes),
     single (average member accuracy, %), ensemble (accuracy of the probability average, %),
-    improvement (ensemble − single, points) and relative_improvement (100 · (ensemble /
-    single − 1), %, the y axis of the paper's Fig. 22; NaN where no member is ever right).
+    improvement (ensemble − single, points), relative_improvement (100 · (ensemble /
+    single − 1), %, the y axis of the paper's Fig. 22; NaN where no member is ever right) and
+    fixed (the share of the average member's errors that the ensemble fixes, %,
+    `metrics.errors_fixed`; NaN where the members make no error).
     """
     if by not in ("group", "class"):
         raise ValueError(f"by={by!r} is not allowed; choose 'group' or 'class'")
@@ -154,13 +156,15 @@ def churn_vs_gain(pools: Mapping[str, torch.Tensor], y: torch.Tensor, k: int, pa
             groups = {str(int(c)): c.reshape(1) for c in torch.unique(y)}
         ensemble = M.mean_probs(probs)
         for g, classes in groups.items():
-            single = 100 * float(M.group_accuracy(probs, y, classes).mean())
-            ens = 100 * float(M.group_accuracy(ensemble, y, classes))
+            single_fraction = float(M.group_accuracy(probs, y, classes).mean())
+            ensemble_fraction = float(M.group_accuracy(ensemble, y, classes))
+            single, ens = 100 * single_fraction, 100 * ensemble_fraction
             churn, one_right = classes_churn(probs, y, classes, pairs, seed)
             rows.append({"model": name, "group": g, "members": size,
                          "churn": churn, "churn_one_right": one_right,
                          "single": single, "ensemble": ens, "improvement": ens - single,
-                         "relative_improvement": 100 * (ens / single - 1) if single else float("nan")})
+                         "relative_improvement": 100 * (ens / single - 1) if single else float("nan"),
+                         "fixed": 100 * M.errors_fixed(ensemble_fraction, single_fraction)})
     return pd.DataFrame(rows)
 
 

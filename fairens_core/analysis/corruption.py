@@ -79,9 +79,10 @@ def severity_gains(probs_by: Probs, y: torch.Tensor, k: int) -> pd.DataFrame:
     bottom-k classes are those of the average member on the clean inputs (`fairness.class_groups`)
     and stay fixed under corruption. Returns one row per (corruption, severity, group) with
     columns corruption, severity, group ("all", "top-k", "bottom-k"), single (mean member
-    accuracy), ensemble (accuracy of the probability-averaged pool) and gain = ensemble / single.
+    accuracy), ensemble (accuracy of the probability-averaged pool), gain = ensemble / single and
+    fixed (the share of the single model's errors that the ensemble fixes, `metrics.errors_fixed`).
     Severity 0 repeats the clean inputs under every corruption name, so each line starts there.
-    The gain is NaN where the single-model accuracy is 0.
+    The gain is NaN where the single-model accuracy is 0, fixed where it is 1.
     """
     groups = class_groups(probs_by[CLEAN], y, k)
     levels: dict[str, list[int]] = {}
@@ -96,8 +97,9 @@ def severity_gains(probs_by: Probs, y: torch.Tensor, k: int) -> pd.DataFrame:
             ensemble = M.mean_probs(probs)
             for group, classes in groups.items():
                 acc = M.group_accuracy(ensemble, y, classes)
-                rows.append({"corruption": name, "severity": severity, "group": group,
-                             "single": single[group], "ensemble": acc, "gain": _gain(acc, single[group])})
+                rows.append({"corruption": name, "severity": severity, "group": group, "single": single[group],
+                             "ensemble": acc, "gain": _gain(acc, single[group]),
+                             "fixed": M.errors_fixed(acc, single[group])})
     return pd.DataFrame(rows)
 
 
@@ -130,10 +132,11 @@ def severity_disagreement(probs_by: Probs, y: torch.Tensor, k: int, pairs: int =
 
 
 def _mean_accuracy(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Single and ensemble accuracy averaged within each `by` group, the gain recomputed from the
-    averages (the gain of the average accuracy, not the average of gains)."""
+    """Single and ensemble accuracy averaged within each `by` group, the gain and the share of
+    errors fixed recomputed from the averages (of the average accuracy, not the average of gains)."""
     mean = frame.groupby(list(by), sort=False)[["single", "ensemble"]].mean().reset_index()
     mean["gain"] = [_gain(e, s) for e, s in zip(mean["ensemble"], mean["single"])]
+    mean["fixed"] = [M.errors_fixed(e, s) for e, s in zip(mean["ensemble"], mean["single"])]
     return mean
 
 
@@ -159,8 +162,10 @@ def average_over_pools(frame: pd.DataFrame, by: Sequence[str] = ("corruption", "
 
 def severity_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows of one average (`average_over_corruptions`, `average_over_pools` of one type) as a
-    table indexed by severity, with columns (measure, group): measure "single", "ensemble", "gain"."""
-    return frame.pivot_table(index="severity", columns="group", values=["single", "ensemble", "gain"], dropna=False)
+    table indexed by severity, with columns (measure, group): measure "single", "ensemble", "gain",
+    and "fixed" where `frame` has it."""
+    values = [v for v in ("single", "ensemble", "gain", "fixed") if v in frame.columns]
+    return frame.pivot_table(index="severity", columns="group", values=values, dropna=False)
 
 
 def spread_se(frame: pd.DataFrame, statistic: Callable[[pd.DataFrame], float]) -> float:

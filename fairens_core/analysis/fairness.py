@@ -78,8 +78,8 @@ def pool_gains(probs: torch.Tensor, y: torch.Tensor, k: int, reference: int | No
 
     One row per group (all, top-k, bottom-k) with columns single and ensemble (accuracy, %),
     points (ensemble - single), relative (ensemble / single; NaN when single is 0) and fixed (the
-    share of the single member's errors that the ensemble fixes, (ensemble - single) / (100 - single)
-    in %; NaN when the single member makes no error on the group). A group with more errors to
+    share of the single member's errors that the ensemble fixes, `metrics.errors_fixed`, in %; NaN
+    when the single member makes no error on the group). A group with more errors to
     fix can gain more points without being helped more per error: `fixed` separates the two.
     """
     groups = class_groups(probs, y, k, reference)
@@ -87,9 +87,10 @@ def pool_gains(probs: torch.Tensor, y: torch.Tensor, k: int, reference: int | No
     ens = M.mean_probs(probs)
     rows = []
     for g, c in groups.items():
-        s, e = 100 * single[g], 100 * M.group_accuracy(ens, y, c)
+        acc = M.group_accuracy(ens, y, c)
+        s, e = 100 * single[g], 100 * acc
         rows.append({"group": g, "single": s, "ensemble": e, "points": e - s, "relative": ratio(e, s),
-                     "fixed": 100 * ratio(e - s, 100 - s)})
+                     "fixed": 100 * M.errors_fixed(acc, single[g])})
     return pd.DataFrame(rows).set_index("group")
 
 

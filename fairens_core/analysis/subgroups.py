@@ -45,7 +45,8 @@ def subgroup_rows(probs: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, na
     One row per subgroup: "all" (every kept example), then `names` in code order (absent
     ones skipped), then the pooled ones. Columns: subgroup, n, base (mean accuracy of the
     members), ensemble (accuracy of the averaged probabilities), gain (ensemble / base, the
-    relative gain of §3.2), churn (mean pairwise disagreement of the members, §4.1 eq. 1).
+    relative gain of §3.2), fixed (the share of the average member's errors that the ensemble
+    fixes, `metrics.errors_fixed`), churn (mean pairwise disagreement of the members, §4.1 eq. 1).
     """
     groups = torch.as_tensor(groups)
     if label is not None:
@@ -61,7 +62,7 @@ def subgroup_rows(probs: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, na
         row = subgroup_table(probs[:, mask], y[mask], one, [subgroup]).iloc[0]
         churn = M.mean_pairwise_churn(probs[:, mask]) if len(probs) > 1 else 0.0
         rows.append({"subgroup": subgroup, "n": row["n"], "base": row["single"], "ensemble": row["ensemble"],
-                     "gain": row["gain"], "churn": churn})
+                     "gain": row["gain"], "fixed": M.errors_fixed(row["ensemble"], row["single"]), "churn": churn})
     return pd.DataFrame(rows)
 
 
@@ -114,10 +115,11 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over the repeats of every (ablation, subgroup), in %.
 
     Columns: ablation, subgroup, n, base, base_std, ensemble, ensemble_std, points
-    (ensemble - base), gain, gain_std, churn; rows in the order of `frame`. Standard
-    deviations are population ones (ddof=0), as for a handful of repeats in Ko et al. 2023.
+    (ensemble - base), gain, gain_std, fixed (errors fixed, %), churn; rows in the order of `frame`.
+    Standard deviations are population ones (ddof=0), as for a handful of repeats in Ko et al. 2023.
     """
-    f = frame.assign(base=100 * frame["base"], ensemble=100 * frame["ensemble"], churn=100 * frame["churn"])
+    f = frame.assign(base=100 * frame["base"], ensemble=100 * frame["ensemble"], fixed=100 * frame["fixed"],
+                     churn=100 * frame["churn"])
     f["points"] = f["ensemble"] - f["base"]
     grouped = f.groupby(["ablation", "subgroup"], sort=False)
     mean, std = grouped.mean(numeric_only=True), grouped.std(ddof=0, numeric_only=True)
@@ -125,7 +127,8 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
         "n": mean["n"].round().astype(int),
         "base": mean["base"], "base_std": std["base"],
         "ensemble": mean["ensemble"], "ensemble_std": std["ensemble"],
-        "points": mean["points"], "gain": mean["gain"], "gain_std": std["gain"], "churn": mean["churn"],
+        "points": mean["points"], "gain": mean["gain"], "gain_std": std["gain"], "fixed": mean["fixed"],
+        "churn": mean["churn"],
     })
     return out.reset_index()
 
@@ -138,14 +141,14 @@ def gain_by_role(frame: pd.DataFrame, minority: str | None = None, majority: str
     subgroup with the fewest examples and the majority the one with the most ("all" is
     excluded, pooled rows are not: name them when you mean e.g. "Nonwhite" vs "White").
     Columns: ablation, seed, role ("minority" / "majority"), subgroup, n, base, ensemble,
-    gain, churn, and setting (`setting` followed by the ablation's name: a chart's label).
+    gain, fixed, churn, and setting (`setting` followed by the ablation's name: a chart's label).
     """
     parts = []
     for ablation, f in frame[frame["subgroup"] != "all"].groupby("ablation", sort=False):
         sizes = f.groupby("subgroup")["n"].mean()
         for role, name in (("minority", minority or sizes.idxmin()), ("majority", majority or sizes.idxmax())):
             parts.append(f[f["subgroup"] == name].assign(role=role))
-    columns = ["ablation", "seed", "role", "subgroup", "n", "base", "ensemble", "gain", "churn"]
+    columns = ["ablation", "seed", "role", "subgroup", "n", "base", "ensemble", "gain", "fixed", "churn"]
     rows = pd.concat(parts, ignore_index=True)[columns]
     return rows.assign(setting=setting + rows["ablation"])
 
@@ -161,14 +164,17 @@ def minority_vs_majority(frame: pd.DataFrame, minority: str | None = None, major
     Subgroups chosen as in `gain_by_role`. The gap (minority gain - majority gain) is taken
     within each repeat, then averaged. Columns: ablation, minority, majority, minority_gain,
     majority_gain, gap, gap_std (population std over the repeats), gap_se (standard error of the
-    mean gap, NaN below two repeats), repeats, minority_points, majority_points (ensemble - base, in points).
+    mean gap, NaN below two repeats), repeats, minority_points, majority_points (ensemble - base, in points),
+    minority_fixed, majority_fixed (the share of the average member's errors the ensemble fixes, in %),
+    fixed_gap (majority - minority, paired by repeat, in points of %) and fixed_gap_se (as gap_se).
     """
     roles = gain_by_role(frame, minority, majority)
     roles = roles.assign(points=100 * (roles["ensemble"] - roles["base"]))
     rows = []
     for ablation, f in roles.groupby("ablation", sort=False):
-        wide = f.pivot(index="seed", columns="role", values=["gain", "points"])
+        wide = f.pivot(index="seed", columns="role", values=["gain", "points", "fixed"])
         gap = wide["gain"]["minority"] - wide["gain"]["majority"]
+        fixed_gap = 100 * (wide["fixed"]["majority"] - wide["fixed"]["minority"])
         names = f.groupby("role")["subgroup"].first()
         rows.append({"ablation": ablation, "minority": names["minority"], "majority": names["majority"],
                      "minority_gain": wide["gain"]["minority"].mean(), "majority_gain": wide["gain"]["majority"].mean(),
@@ -176,7 +182,10 @@ def minority_vs_majority(frame: pd.DataFrame, minority: str | None = None, major
                      "gap_se": gap.std(ddof=1) / np.sqrt(len(gap)) if len(gap) > 1 else float("nan"),
                      "repeats": int(gap.notna().sum()),
                      "minority_points": wide["points"]["minority"].mean(),
-                     "majority_points": wide["points"]["majority"].mean()})
+                     "majority_points": wide["points"]["majority"].mean(),
+                     "minority_fixed": 100 * wide["fixed"]["minority"].mean(),
+                     "majority_fixed": 100 * wide["fixed"]["majority"].mean(),
+                     "fixed_gap": fixed_gap.mean(), "fixed_gap_se": mean_se(fixed_gap)[1]})
     return pd.DataFrame(rows)
 
 

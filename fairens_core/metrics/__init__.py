@@ -51,6 +51,7 @@ from .groups import (
     accuracy,
     bottom_k_classes,
     class_mask,
+    errors_fixed,
     gain_won_lost,
     group_accuracy,
     per_class_accuracy,
@@ -79,7 +80,7 @@ __all__ = [
     "mean_probs", "geometric_mean_probs", "score_average", "majority_vote",
     # groups
     "accuracy", "per_class_accuracy", "top_k_classes", "bottom_k_classes", "class_mask",
-    "group_accuracy", "gain_won_lost", "subgroup_accuracy", "relative_gain",
+    "group_accuracy", "gain_won_lost", "subgroup_accuracy", "relative_gain", "errors_fixed",
     # ensemble size
     "EnsembleSizeCurve", "ensemble_size_curve", "mean_ensemble_size_curve", "subset_means",
     # churn

@@ -222,3 +222,15 @@ def relative_gain(ensemble_value, single_value):
     model and removes the luck of picking one.
     """
     return ensemble_value / single_value
+
+
+def errors_fixed(ensemble_value: float, single_value: float) -> float:
+    """Share of a single model's errors that the ensemble fixes: (ensemble - single) / (1 - single).
+
+    Accuracies as fractions. A group with more errors to fix can gain more points, and a larger
+    ratio ensemble / single (:func:`relative_gain`), without being helped more per error; this
+    normalisation separates the two. NaN (undefined) when the single model makes no error.
+    """
+    left = 1.0 - float(single_value)
+    return (float(ensemble_value) - float(single_value)) / left if left != 0 else float("nan")
+
