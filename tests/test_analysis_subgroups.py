@@ -79,7 +79,8 @@ def test_repeat_table_summarize_and_minority_vs_majority():
 
 def test_summarize_std_is_over_seeds():
     frame = pd.DataFrame({"ablation": "x", "sources": "x", "seed": [0, 1], "subgroup": "g", "n": 10,
-                          "base": [0.5, 0.7], "ensemble": [0.6, 0.8], "gain": [1.2, 8 / 7], "fixed": [0.2, 1 / 3], "churn": [0.1, 0.3]})
+                          "base": [0.5, 0.7], "ensemble": [0.6, 0.8], "gain": [1.2, 8 / 7], "fixed": [0.2, 1 / 3],
+                          "churn": [0.1, 0.3]})
     row = S.summarize(frame).iloc[0]
     assert row["base"] == pytest.approx(60) and row["base_std"] == pytest.approx(10)
     assert row["points"] == pytest.approx(10) and row["churn"] == pytest.approx(20)

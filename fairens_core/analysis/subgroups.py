@@ -13,7 +13,6 @@ The functions return tidy `pandas.DataFrame`s; accuracies are fractions in [0, 1
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -178,8 +177,7 @@ def minority_vs_majority(frame: pd.DataFrame, minority: str | None = None, major
         names = f.groupby("role")["subgroup"].first()
         rows.append({"ablation": ablation, "minority": names["minority"], "majority": names["majority"],
                      "minority_gain": wide["gain"]["minority"].mean(), "majority_gain": wide["gain"]["majority"].mean(),
-                     "gap": gap.mean(), "gap_std": gap.std(ddof=0),
-                     "gap_se": gap.std(ddof=1) / np.sqrt(len(gap)) if len(gap) > 1 else float("nan"),
+                     "gap": gap.mean(), "gap_std": gap.std(ddof=0), "gap_se": mean_se(gap)[1],
                      "repeats": int(gap.notna().sum()),
                      "minority_points": wide["points"]["minority"].mean(),
                      "majority_points": wide["points"]["majority"].mean(),

@@ -233,4 +233,3 @@ def errors_fixed(ensemble_value: float, single_value: float) -> float:
     """
     left = 1.0 - float(single_value)
     return (float(ensemble_value) - float(single_value)) / left if left != 0 else float("nan")
-
