@@ -49,6 +49,8 @@ LABELS = {
     "gap_single": "gap of a single member",
     "bottom_gain": "bottom-k gain",
     "top_gain": "top-k gain",
+    "bottom_fixed": "bottom-k errors fixed (%)",
+    "top_fixed": "top-k errors fixed (%)",
     "member_mean": "average member",
     "member_std": "member s.d.",
     "events_std": "events s.d.",

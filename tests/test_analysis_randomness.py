@@ -112,6 +112,10 @@ def test_gap_curves_and_summary_hand_computed():
     assert summary["gap_change"] == pytest.approx(25.0)
     assert summary["top_gain"] == pytest.approx(0.0)
     assert summary["bottom_gain"] == pytest.approx(-25.0)
+    # the single members leave no top-class error to fix (NaN); on the bottom class they are right
+    # 25% of the time on average and the ensemble never is: it "fixes" -(0 - 25) / 75 = -1/3 of their errors
+    assert np.isnan(summary["top_fixed"])
+    assert summary["bottom_fixed"] == pytest.approx(-100 / 3)
 
 
 def test_gap_summary_keeps_the_source_order():
@@ -122,6 +126,9 @@ def test_gap_summary_keeps_the_source_order():
     assert summary.index.tolist() == ["b", "a"]
     assert summary.loc["b", "gap_change"] == pytest.approx(-10.0)
     assert summary.loc["a", "bottom_gain"] == pytest.approx(15.0)
+    # b: bottom 40% -> 60% fixes a third of the 60 points of error; top 80% -> 90% half of 20
+    assert summary.loc["b", "bottom_fixed"] == pytest.approx(100 / 3)
+    assert summary.loc["b", "top_fixed"] == pytest.approx(50.0)
 
 
 def test_accuracy_table_hand_computed():

@@ -156,14 +156,18 @@ def gap_summary(curves: pd.DataFrame) -> pd.DataFrame:
     `curves` is the frame of `top_bottom_gap_curves`. Compares the smallest size (a single
     member on average) with the largest (the whole ensemble). Returns a frame indexed by
     source with columns gap_single, gap_ensemble, gap_change (ensemble - single; negative:
-    the ensemble narrows the gap), top_gain and bottom_gain (ensemble - single accuracy, points).
+    the ensemble narrows the gap), top_gain and bottom_gain (ensemble - single accuracy, points),
+    top_fixed and bottom_fixed (the share of the single member's errors on those classes that
+    the ensemble fixes, `metrics.errors_fixed`, in %; NaN where the members make no error there).
     """
     rows = {}
     for source, c in curves.sort_values("size", kind="stable").groupby("source", sort=False):
         first, last = c.iloc[0], c.iloc[-1]
         rows[source] = {"gap_single": first["gap"], "gap_ensemble": last["gap"],
                         "gap_change": last["gap"] - first["gap"],
-                        "top_gain": last["top"] - first["top"], "bottom_gain": last["bottom"] - first["bottom"]}
+                        "top_gain": last["top"] - first["top"], "bottom_gain": last["bottom"] - first["bottom"],
+                        "top_fixed": 100 * M.errors_fixed(last["top"] / 100, first["top"] / 100),
+                        "bottom_fixed": 100 * M.errors_fixed(last["bottom"] / 100, first["bottom"] / 100)}
     # Averaging identical draws can leave float noise (-1e-15) behind: round it away, and + 0.0
     # turns the -0.0 that rounding may leave into 0.0.
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("source").round(9) + 0.0
